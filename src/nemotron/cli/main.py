@@ -1,0 +1,95 @@
+"""The ``nemotron`` command: the root Typer app, built from what ``recipes/`` holds.
+
+Sub-apps whose modules are heavy (artifacts, jobs, report) are imported only when their name is
+on the command line; ``nemotron --help`` lists them from a table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from nemotron.cli import globals as cli_globals
+from nemotron.errors import UserError
+
+# name -> (module, help): mounted lazily
+_LAZY_APPS = {
+    "artifacts": ("nemotron.cli.artifacts", "Artifacts and lineage: list, show, lineage, import, sync."),
+    "jobs": ("nemotron.cli.jobs", "Submitted jobs: list, status, logs, cancel."),
+    "profiles": ("nemotron.cli.admin", "Execution profiles from env.toml: list, show."),
+    "config": ("nemotron.cli.admin", "Stage configs: show the resolved config, validate."),
+    "recipes": ("nemotron.cli.admin", "Families, stages and their configs."),
+}
+
+EPILOG = """\b
+Examples:
+  nemotron nano3 pipe -c tiny                      # the whole tiny recipe, here
+  nemotron nano3 pretrain -c tiny --dry-run        # the plan; nothing is written
+  nemotron nano3 sft --run my-cluster --peft lora  # attached, on a Slurm profile
+  nemotron artifacts lineage nano3-sft-model-tiny  # where a model came from
+"""
+
+
+def build_app(argv: list[str]) -> typer.Typer:
+    from nemotron.cli.family import family_app
+    from nemotron.recipes import discover
+
+    app = typer.Typer(
+        name="nemotron",
+        help="Reproduce and adapt the NVIDIA Nemotron 3 recipes: data prep, pretrain, SFT, RL, "
+        "eval, with lineage, here or on Slurm.",
+        epilog=EPILOG,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    wanted = argv[0] if argv else None
+    for family in discover().values():
+        if wanted in (None, family.name) or wanted.startswith("-"):
+            app.add_typer(family_app(family), name=family.name,
+                          help=f"{family.title}: {family.description}")
+        else:
+            app.add_typer(typer.Typer(), name=family.name, help=family.title)
+    for name, (module, help_text) in _LAZY_APPS.items():
+        if wanted == name:
+            import importlib
+
+            mod = importlib.import_module(module)
+            sub = getattr(mod, f"{name}_app", None) or getattr(mod, "app")
+            app.add_typer(sub, name=name, help=help_text)
+        else:
+            app.add_typer(typer.Typer(), name=name, help=help_text)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run(argv, standalone=True)
+    except UserError as exc:
+        _print_user_error(exc)
+        sys.exit(exc.exit_code)
+
+
+def run(argv: list[str], standalone: bool = True):
+    family_like = bool(argv) and argv[0] not in _LAZY_APPS or (argv and argv[0] == "config")
+    if family_like:
+        opts, rest = cli_globals.extract(argv)
+    else:
+        opts, rest = cli_globals.GlobalOptions(), argv
+    cli_globals.GLOBALS = opts
+    app = build_app(rest)
+    return app(args=rest, prog_name="nemotron", standalone_mode=standalone)
+
+
+def _print_user_error(exc: UserError) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(exc.message)}")
+    if exc.hint:
+        console.print(f"  [dim]hint:[/] {escape(exc.hint)}")

@@ -1,0 +1,147 @@
+"""The one override grammar: ``a.b=c`` (value parsed as YAML), ``~a.b`` deletes.
+
+Overrides are applied to the merged recipe dict before it is decoded into typed models, so a
+mistyped key is caught by the schema, which names the dotted path and the closest valid key.
+Applying an override under a key that does not exist yet is allowed here (the schema decides).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from nemotron.errors import UserError
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+
+
+@dataclass(frozen=True)
+class Override:
+    path: tuple[str, ...]
+    value: Any = None
+    delete: bool = False
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+
+def looks_like_override(arg: str) -> bool:
+    """True for ``key=value`` and ``~key`` arguments (as opposed to options and plain words)."""
+    if arg.startswith("~"):
+        return bool(_KEY.match(arg[1:]))
+    head, sep, _ = arg.partition("=")
+    return bool(sep) and bool(_KEY.match(head))
+
+
+def parse_override(arg: str) -> Override:
+    """Parse one ``key=value`` or ``~key`` argument."""
+    import yaml
+
+    if arg.startswith("~"):
+        key = arg[1:]
+        if not _KEY.match(key):
+            raise UserError(f"invalid override '{arg}': '{key}' is not a dotted key")
+        return Override(tuple(key.split(".")), delete=True)
+    key, sep, raw = arg.partition("=")
+    if not sep or not _KEY.match(key):
+        raise UserError(
+            f"invalid override '{arg}'", hint="write key=value (e.g. train.train_iters=50) or ~key"
+        )
+    if raw == "":
+        value: Any = ""
+    else:
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw  # not YAML: keep the literal text
+    return Override(tuple(key.split(".")), value)
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """Return a copy of ``config`` with the overrides applied in order."""
+    result = copy.deepcopy(config)
+    for ov in overrides:
+        node = result
+        for depth, part in enumerate(ov.path[:-1]):
+            child = node.get(part)
+            if child is None and not ov.delete:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(ov.path[: depth + 1])
+                if child is None:
+                    raise UserError(f"cannot delete {ov.key}: {where} is not set")
+                raise UserError(
+                    f"cannot set {ov.key}: {where} is a {type(child).__name__}, not a mapping"
+                )
+            node = child
+        leaf = ov.path[-1]
+        if ov.delete:
+            if leaf not in node:
+                close = difflib.get_close_matches(leaf, list(node), n=1)
+                hint = f"did you mean ~{'.'.join((*ov.path[:-1], close[0]))}?" if close else None
+                raise UserError(f"cannot delete {ov.key}: it is not set", hint=hint)
+            del node[leaf]
+        else:
+            node[leaf] = ov.value
+    return result
+
+
+def get_path(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+_REF = re.compile(r"\$\{([^}]+)\}")
+
+
+def interpolate(config: dict[str, Any], resolve_art=None) -> dict[str, Any]:
+    """Resolve ``${a.b}`` (another key of the config) and ``${art:input,field}`` references.
+
+    A string that is exactly one reference takes the referenced value's type; references inside
+    longer strings are formatted in. ``resolve_art(input_name, field)`` answers ``art:`` refs; when
+    it is None they are left as they are (so a config validates before its inputs are resolved).
+    """
+
+    def lookup(expr: str, seen: tuple[str, ...]) -> Any:
+        expr = expr.strip()
+        if expr.startswith("art:"):
+            if resolve_art is None:
+                return None
+            name, _, field = expr[4:].partition(",")
+            return resolve_art(name.strip(), field.strip() or "path")
+        if expr in seen:
+            raise UserError(f"interpolation cycle: {' -> '.join((*seen, expr))}")
+        try:
+            value = get_path(config, expr)
+        except KeyError:
+            raise UserError(f"${{{expr}}} refers to a key that is not set") from None
+        return walk(value, (*seen, expr))
+
+    def walk(value: Any, seen: tuple[str, ...] = ()) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, seen) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, seen) for v in value]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _REF.fullmatch(value)
+        if whole:
+            got = lookup(whole.group(1), seen)
+            return value if got is None and whole.group(1).strip().startswith("art:") else got
+
+        def sub(match: re.Match) -> str:
+            got = lookup(match.group(1), seen)
+            return match.group(0) if got is None else str(got)
+
+        return _REF.sub(sub, value)
+
+    return walk(config)

@@ -1,0 +1,48 @@
+"""Writing a job folder: job.yaml, the owner-only secrets file, the code snapshot, the record.
+
+Layout of ``$NEMOTRON_HOME/jobs/<job_id>/``::
+
+    job.yaml        resolved config, inputs, outputs, provenance (secrets redacted)
+    secrets.env     KEY=VALUE lines, mode 600 (only when there are secrets)
+    code/nemotron/  a copy of the package source (only for containers and SSH targets, so the
+                    entry point runs from exactly the code that planned it, committed or not)
+    record.json     the job record: state, exit code, log path, executor ids (see records.py)
+    stage.log       output of local runs
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from nemotron.launch.plan import Plan
+from nemotron.stages.job import Job, dump_job
+
+
+def write_job_folder(plan: Plan) -> Path:
+    job_dir = plan.job_dir
+    job_dir.mkdir(parents=True, exist_ok=True)
+    secret_env = plan.secret_env()
+    if secret_env:
+        path = job_dir / "secrets.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{k}={v}\n" for k, v in secret_env.items())
+        os.chmod(path, 0o600)
+    job = Job.model_validate(plan.job_document())
+    dump_job(job, job_dir / "job.yaml")
+    if plan.profile.container_image or plan.profile.tunnel == "ssh":
+        snapshot_code(job_dir / "code")
+    return job_dir
+
+
+def snapshot_code(dest: Path) -> None:
+    """Copy the nemotron package (Python files and package data) into ``dest/nemotron``."""
+    src = Path(__file__).resolve().parent.parent
+    target = dest / "nemotron"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(
+        src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_data")
+    )

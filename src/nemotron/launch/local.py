@@ -1,0 +1,107 @@
+"""Running a stage on this machine: the same command a container runs, as a child process.
+
+Attached: output is streamed to the terminal and to ``stage.log``, the exit code is returned,
+Ctrl-C interrupts the stage (SIGINT to its process group, then SIGTERM, then SIGKILL).
+Detached: the stage runs in its own session with output to ``stage.log``; ``nemotron jobs``
+follows it through the job record.
+
+Local runs do not go through NeMo-Run's LocalExecutor: importing nemo_run costs several seconds
+here, its inline scripts lose the exit code, and its local DAG mode keeps launching downstream
+tasks after a failure. Cluster executors (Slurm, Docker) do go through NeMo-Run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nemotron.launch.records import JobRecord, _now
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in extra.items():
+        env[key] = os.path.expandvars(value)
+    return env
+
+
+def run_attached(cmd: list[str], env: dict[str, str], record: JobRecord, setup: list[str]) -> int:
+    """Run ``cmd``, tee its output to the record's log, return its exit code."""
+    log_path = Path(record.job_dir) / "stage.log"
+    record.update(state="RUNNING", started=_now(), log=str(log_path))
+    full = _with_setup(cmd, setup)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            full, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        record.update(pid=proc.pid)
+        interrupted = False
+        try:
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                log.write(chunk)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            code = _stop(proc)
+    state = "CANCELLED" if interrupted else ("SUCCEEDED" if code == 0 else "FAILED")
+    record.update(state=state, exit_code=code, ended=_now(),
+                  reason="interrupted (Ctrl-C)" if interrupted else None)
+    return 130 if interrupted else code
+
+
+def run_detached(cmd: list[str], env: dict[str, str], record: JobRecord, setup: list[str]) -> int:
+    """Start ``cmd`` in the background; a small watcher updates the record when it ends."""
+    log_path = Path(record.job_dir) / "stage.log"
+    watcher = [sys.executable, "-m", "nemotron.launch.watch", str(record.path), "--",
+               *_with_setup(cmd, setup)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            watcher, env=_env(env), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    record.update(state="RUNNING", started=_now(), log=str(log_path), pid=proc.pid)
+    return proc.pid
+
+
+def _with_setup(cmd: list[str], setup: list[str]) -> list[str]:
+    if not setup:
+        return cmd
+    import shlex
+
+    script = " && ".join([*setup, "exec " + " ".join(shlex.quote(c) for c in cmd)])
+    return ["bash", "-c", script]
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    """Interrupt, then terminate, then kill the stage's process group."""
+    for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return proc.returncode
+            time.sleep(0.1)
+    return proc.wait()
+
+
+def cancel_local(record: JobRecord) -> bool:
+    """Stop a detached local job by its process group."""
+    if not record.pid:
+        return False
+    try:
+        os.killpg(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    record.update(state="CANCELLED", ended=_now(), reason="cancelled by user")
+    return True

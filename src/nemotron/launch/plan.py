@@ -1,0 +1,505 @@
+"""Plans: (family, stage, config, overrides, profile) -> everything needed to run, no side effects.
+
+A plan holds the validated config, the profile with per-run resource overrides, the resolved
+input artifacts (exact versions), the outputs with their content identities and paths, the run
+or skip decision with its reason, the exact command, and a cost estimate. ``--dry-run`` prints
+it; execution writes the job folder from it and hands it to an executor.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nemotron.config.loader import load_config
+from nemotron.config.overrides import apply_overrides, interpolate, parse_override
+from nemotron.config.schema import StageConfig, check_world, decode
+from nemotron.errors import UserError
+from nemotron.profiles import EnvFile, Profile, redact
+from nemotron.recipes import Family, Stage, configs_root, project_root
+
+# The schema that validates a stage's `data:` section, by stage entry.
+_DATA_SCHEMAS = {
+    "prep": None,  # chosen by the output kind below
+    "pretrain": ("nemotron.config.schema", "PretrainData"),
+    "sft": ("nemotron.config.schema", "SftData"),
+}
+_PREP_SCHEMAS = {
+    "pretrain-data": ("nemotron.data.schema", "PretrainPrepConfig"),
+    "sft-data": ("nemotron.data.schema", "SftPrepConfig"),
+    "rl-data": ("nemotron.data.schema", "RlPrepConfig"),
+}
+
+PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "b200": 2250.0, "a100": 312.0}
+DEFAULT_MFU = 0.35
+
+
+@dataclass
+class ResolvedInput:
+    slot: str
+    kind: str
+    ref: str | None  # what was asked for (None: nothing found, dry-run only)
+    path: str | None
+    name: str | None = None
+    version: str | None = None
+    identity: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    missing_hint: str | None = None
+    planned: bool = False  # produced by an earlier stage of the same pipe
+
+    def as_job(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "path": self.path or "", "name": self.name,
+            "version": self.version, "identity": self.identity, "metadata": self.metadata,
+        }
+
+
+@dataclass
+class PlannedOutput:
+    slot: str
+    kind: str
+    name: str
+    identity: str
+    path: str
+
+
+@dataclass
+class Plan:
+    family: Family
+    stage: Stage
+    config_name: str
+    config: StageConfig
+    config_dict: dict[str, Any]
+    profile: Profile
+    env: EnvFile
+    inputs: dict[str, ResolvedInput]
+    outputs: dict[str, PlannedOutput]
+    job_id: str
+    home: Path
+    lineage_db: Path
+    artifacts_root: Path
+    argv: list[str]
+    decision: str = "run"  # run | skip
+    reason: str = ""
+    cost: dict[str, Any] = field(default_factory=dict)
+    pipe_id: str | None = None
+
+    @property
+    def job_dir(self) -> Path:
+        return self.home / "jobs" / self.job_id
+
+    @property
+    def executor_kind(self) -> str:
+        return self.profile.executor
+
+    def python(self) -> str:
+        if self.profile.python:
+            return self.profile.python
+        if self.profile.container_image or self.profile.executor == "docker":
+            return "python"
+        return sys.executable
+
+    def command(self) -> list[str]:
+        return [self.python(), "-m", f"nemotron.stages.{self.stage.entry}",
+                "--job", str(self.job_dir / "job.yaml")]
+
+    def process_env(self) -> dict[str, str]:
+        """Non-secret environment for the stage process (secrets go through the secrets file)."""
+        env = dict(self.profile.public_env())
+        env.setdefault("NEMOTRON_HOME", str(self.home))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.profile.container_image or self.profile.tunnel == "ssh":
+            env["PYTHONPATH"] = f"{self.job_dir / 'code'}:${{PYTHONPATH:-}}"
+        return env
+
+    def secret_env(self) -> dict[str, str]:
+        found = dict(self.profile.secret_env())
+        wandb = self.env.wandb
+        if wandb is not None and self.config.run.wandb:
+            key = wandb.api_key or os.environ.get("WANDB_API_KEY")
+            if key:
+                found["WANDB_API_KEY"] = key
+        if os.environ.get("HF_TOKEN"):
+            found["HF_TOKEN"] = os.environ["HF_TOKEN"]
+        return found
+
+    def wandb_section(self) -> dict[str, Any] | None:
+        if self.env.wandb is None or not self.config.run.wandb:
+            return None
+        if self.env.wandb.mode == "disabled":
+            return None
+        return self.env.wandb.model_dump(exclude={"api_key"})
+
+    def job_document(self) -> dict[str, Any]:
+        """The job.yaml content (secrets redacted; they travel in the secrets file)."""
+        (out,) = self.outputs.values()
+        return {
+            "job": {
+                "id": self.job_id, "family": self.family.name, "stage": self.stage.name,
+                "entry": self.stage.entry, "config_name": self.config_name,
+                "dir": str(self.job_dir), "argv": redact_argv(self.argv),
+                "profile": redact(self.profile.model_dump(mode="json")),
+                "git": git_state(), "user": _user(), "host": socket.gethostname(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "pipe": self.pipe_id,
+            },
+            "config": redact(self.config_dict),
+            "inputs": {slot: inp.as_job() for slot, inp in self.inputs.items() if inp.path},
+            "outputs": {out.slot: {"kind": out.kind, "name": out.name,
+                                   "identity": out.identity, "path": out.path}},
+            "lineage": {"db": str(self.lineage_db), "root": str(self.artifacts_root),
+                        "wandb": self.wandb_section()},
+            "secrets_file": str(self.job_dir / "secrets.env") if self.secret_env() else None,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "unknown")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        out.append(f"{key}=********" if sep and redact({key: "x"})[key] != "x" else arg)
+    return out
+
+
+_GIT_CACHE: dict[str, Any] = {}
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the source tree the job's code comes from."""
+    if "state" not in _GIT_CACHE:
+        root = project_root()
+        state: dict[str, Any] = {"commit": None, "dirty": None}
+        try:
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                    capture_output=True, text=True, timeout=5)
+            if commit.returncode == 0:
+                state["commit"] = commit.stdout.strip()
+                dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                        "--untracked-files=no"],
+                                       capture_output=True, text=True, timeout=5)
+                state["dirty"] = bool(dirty.stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _GIT_CACHE["state"] = state
+    return dict(_GIT_CACHE["state"])
+
+
+def canonical_hash(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def nemotron_home(profile: Profile) -> Path:
+    raw = profile.nemotron_home or os.environ.get("NEMOTRON_HOME") or "~/.nemotron"
+    return Path(raw).expanduser().resolve()
+
+
+def artifact_paths(env: EnvFile, home: Path) -> tuple[Path, Path]:
+    root = Path(env.artifacts.root).expanduser() if env.artifacts.root else home / "artifacts"
+    db = Path(env.artifacts.db).expanduser() if env.artifacts.db else root / "lineage.db"
+    return root.resolve(), db.resolve()
+
+
+def output_name(family: Family, base: str, config_name: str) -> str:
+    suffix = "" if config_name in ("default", "") else f"-{config_name}"
+    return f"{family.name}-{base}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------
+def load_stage_config(
+    stage: Stage, config: str, overrides: list[str], peft: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Merge the recipe file, its defaults and the overrides into one dict."""
+    path = stage.config_path(config)
+    merged = load_config(path, configs_root())
+    parsed = [parse_override(o) for o in overrides]
+    if peft:
+        if "peft" not in stage.flags:
+            raise UserError(f"--peft is not an option of {stage.name}")
+        merged.setdefault("peft", {})
+        merged["peft"] = {**(merged.get("peft") or {}), "type": peft}
+    merged = apply_overrides(merged, parsed)
+    name = path.stem if path.parent == stage.config_dir else str(path)
+    return name, merged
+
+
+def validate_stage_config(stage: Stage, merged: dict[str, Any], source: str) -> StageConfig:
+    cfg = decode(interpolate(merged), source=source)
+    _validate_data_section(stage, cfg, source)
+    return cfg
+
+
+def _validate_data_section(stage: Stage, cfg: StageConfig, source: str) -> None:
+    import importlib
+
+    spec = _DATA_SCHEMAS.get(stage.entry)
+    if stage.entry == "prep" and stage.outputs:
+        spec = _PREP_SCHEMAS.get(stage.outputs[0].kind)
+    if spec is None:
+        return
+    try:
+        model = getattr(importlib.import_module(spec[0]), spec[1])
+    except (ImportError, AttributeError):
+        return
+    from pydantic import ValidationError
+
+    from nemotron.config.schema import _explain
+
+    try:
+        model.model_validate(cfg.data)
+    except ValidationError as exc:
+        msg, hint = _explain(exc, cfg.data, source)
+        raise UserError(msg.replace(f"{source}: '", f"{source}: 'data.", 1).replace(
+            f"{source}: unknown key '", f"{source}: unknown key 'data.", 1), hint) from None
+
+
+def effective_profile(profile: Profile, stage: Stage, cfg: StageConfig) -> Profile:
+    """Profile values, then the stage's default resources (clusters only), then run.env."""
+    values = profile.model_dump()
+    if profile.executor != "local":
+        for key, value in stage.resources.items():
+            if key in values and key not in profile.model_fields_set:
+                values[key] = value
+    if stage.container and profile.executor != "local" and "container_image" not in \
+            profile.model_fields_set:
+        values["container_image"] = stage.container
+    if cfg.run.container and profile.executor != "local":
+        values["container_image"] = cfg.run.container
+    for key, value in cfg.run.env.model_dump(exclude_none=True).items():
+        values[key] = value
+    return Profile.model_validate(values)
+
+
+def estimate_cost(cfg: StageConfig, profile: Profile, family: Family) -> dict[str, Any]:
+    """GPUs, tokens and GPU-hours from 6 x active params x tokens at a stated MFU."""
+    from nemotron.config.params import count_params
+
+    gpus = profile.nodes * profile.gpus_per_node
+    cost: dict[str, Any] = {"gpus": gpus}
+    if cfg.model is not None:
+        params = count_params(cfg.model)
+        cost["params"] = params.human()
+        tokens = None
+        if cfg.train is not None:
+            tokens = cfg.train.global_batch_size * cfg.train.seq_length * cfg.train.train_iters
+        elif cfg.grpo is not None:
+            g = cfg.grpo
+            tokens = (g.num_prompts_per_step * g.num_generations_per_prompt
+                      * g.max_total_sequence_length * g.max_num_steps)
+        if tokens:
+            flops = 6 * params.active * tokens
+            cost["tokens"] = tokens
+            cost["flops"] = flops
+            peak = PEAK_TFLOPS["h100"] * 1e12
+            cost["assumption"] = f"MFU {DEFAULT_MFU:.0%} of {PEAK_TFLOPS['h100']:.0f} TFLOP/s " \
+                                 "(H100 BF16 dense peak)"
+            gpu_hours = flops / (peak * DEFAULT_MFU) / 3600
+            cost["gpu_hours"] = gpu_hours
+            if gpus:
+                cost["wall_hours"] = gpu_hours / gpus
+    return cost
+
+
+def new_job_id(family: str, stage: str, config_name: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    cfg = Path(config_name).stem if config_name else "default"
+    return f"{family}-{stage}-{cfg}-{stamp}-{secrets.token_hex(2)}"
+
+
+# --------------------------------------------------------------------------------------------
+def build_plan(
+    family: Family,
+    stage: Stage,
+    *,
+    config: str,
+    overrides: list[str],
+    env: EnvFile,
+    profile_name: str | None,
+    argv: list[str],
+    peft: str | None = None,
+    force: bool = False,
+    upstream: dict[str, PlannedOutput] | None = None,
+    store=None,
+    require_inputs: bool = True,
+    pipe_id: str | None = None,
+) -> Plan:
+    """Build a plan. ``upstream`` maps stage name -> output planned earlier in the same pipe."""
+    config_name, merged = load_stage_config(stage, config, overrides, peft)
+    source = f"{family.name} {stage.name} -c {config_name}"
+    cfg = validate_stage_config(stage, merged, source)
+    profile = effective_profile(env.profile(profile_name or "local"), stage, cfg)
+    if profile.executor != "local" and cfg.train is not None:
+        check_world(cfg, profile.nodes, profile.gpus_per_node)
+    home = nemotron_home(profile)
+    root, db = artifact_paths(env, home)
+    if store is None:
+        store = open_store_if_exists(db)
+
+    inputs = {
+        slot.slot: resolve_input(family, stage, slot, cfg, config_name, store, upstream or {})
+        for slot in stage.inputs
+    }
+    missing = [i for i in inputs.values() if i.path is None]
+    if missing and require_inputs:
+        first = missing[0]
+        raise UserError(first.missing_hint or f"input {first.slot} not found")
+
+    def resolve_art(slot: str, fld: str) -> Any:
+        inp = inputs.get(slot)
+        if inp is None:
+            raise UserError(f"${{art:{slot},{fld}}}: {stage.name} has no input '{slot}'",
+                            hint=f"inputs: {', '.join(inputs) or 'none'}")
+        if inp.path is None:
+            return None
+        if fld == "path":
+            return inp.path
+        if fld in ("name", "version", "identity"):
+            return getattr(inp, fld)
+        if fld not in inp.metadata:
+            if inp.planned:
+                return None
+            raise UserError(f"${{art:{slot},{fld}}}: artifact {inp.name} has no field '{fld}'",
+                            hint=f"fields: path, {', '.join(sorted(inp.metadata)) or 'none'}")
+        return inp.metadata[fld]
+
+    resolved = interpolate(merged, resolve_art)
+    cfg = validate_stage_config(stage, resolved, source)
+    config_dict = cfg.model_dump(mode="json", exclude_none=False)
+
+    fingerprint = stage_fingerprint(stage, cfg)
+    outputs = {}
+    for slot in stage.outputs:
+        name = output_name(family, slot.name or slot.kind, config_name)
+        ident = canonical_hash(
+            family.name, stage.name, config_dict,
+            {k: (v.identity or v.path) for k, v in sorted(inputs.items())}, fingerprint,
+        )
+        outputs[slot.slot] = PlannedOutput(
+            slot=slot.slot, kind=slot.kind, name=name, identity=ident,
+            path=str(root / name / ident[:16]),
+        )
+    plan = Plan(
+        family=family, stage=stage, config_name=config_name, config=cfg,
+        config_dict=config_dict, profile=profile, env=env, inputs=inputs, outputs=outputs,
+        job_id=new_job_id(family.name, stage.name, config_name), home=home,
+        lineage_db=db, artifacts_root=root, argv=argv, pipe_id=pipe_id,
+    )
+    plan.cost = estimate_cost(cfg, profile, family)
+    if store is not None and not force:
+        for out in outputs.values():
+            existing = store.find(out.name, identity=out.identity)
+            if existing is not None:
+                plan.decision = "skip"
+                plan.reason = (f"{out.name}:{existing.version} already exists for this config "
+                               "and these inputs (use --force to redo)")
+    if plan.decision == "run":
+        plan.reason = "forced" if force else "no output with this identity yet"
+    return plan
+
+
+def stage_fingerprint(stage: Stage, cfg: StageConfig) -> str | None:
+    """What the output depends on beyond the config dict (tokenizer and template contents...)."""
+    if stage.entry != "prep":
+        return None
+    try:
+        from nemotron.data import fingerprint
+    except ImportError:
+        return None
+    return fingerprint(cfg.data, kind=stage.outputs[0].kind)
+
+
+def open_store_if_exists(db: Path):
+    if not db.exists():
+        return None
+    from nemotron.lineage import Store
+
+    return Store.open(db)
+
+
+def resolve_input(
+    family: Family, stage: Stage, slot, cfg: StageConfig, config_name: str, store,
+    upstream: dict[str, PlannedOutput],
+) -> ResolvedInput:
+    asked = getattr(cfg.run, slot.slot, None) if slot.slot in ("data", "model") else None
+    if asked is None and slot.source and slot.source in upstream:
+        planned = upstream[slot.source]
+        return ResolvedInput(
+            slot=slot.slot, kind=slot.kind, ref=f"{planned.name}@{planned.identity[:12]}",
+            path=planned.path, name=planned.name, version="(this pipe)",
+            identity=planned.identity, planned=True,
+        )
+    if asked is None:
+        if not slot.source:
+            return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=None, path=None,
+                                 missing_hint=f"{stage.name} needs run.{slot.slot}=NAME|PATH")
+        src_stage = family.stage(slot.source)
+        src_out = next(o for o in src_stage.outputs)
+        asked = output_name(family, src_out.name or src_out.kind, config_name)
+    if _looks_like_path(asked):
+        path = Path(asked).expanduser().resolve()
+        if not path.exists():
+            return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=None,
+                                 missing_hint=f"run.{slot.slot}={asked}: no such file or folder")
+        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=str(path),
+                             identity=None, metadata=_beside_metadata(path))
+    how = _produce_hint(family, asked, slot.slot)
+    if store is None:
+        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=None,
+                             missing_hint=f"no artifact {asked.split(':')[0]} yet; {how}")
+    try:
+        art = store.resolve(asked)
+    except UserError as exc:
+        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=None,
+                             missing_hint=f"{exc.message}; {how}")
+    if art.kind != slot.kind:
+        raise UserError(f"run.{slot.slot}={asked} is a {art.kind} artifact; "
+                        f"{stage.name} needs {slot.kind}")
+    return ResolvedInput(
+        slot=slot.slot, kind=slot.kind, ref=asked, path=str(art.path), name=art.name,
+        version=art.version, identity=art.identity, metadata=dict(art.metadata or {}),
+    )
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or os.sep in ref.split(":")[0]
+
+
+def _beside_metadata(path: Path) -> dict[str, Any]:
+    meta = path / "artifact.json" if path.is_dir() else None
+    if meta and meta.is_file():
+        try:
+            return dict(json.loads(meta.read_text()).get("metadata") or {})
+        except (OSError, ValueError):
+            return {}
+    return {}
+
+
+def _produce_hint(family: Family, ref: str, slot: str) -> str:
+    name = ref.split(":")[0]
+    for stage in family.stages.values():
+        for out in stage.outputs:
+            base = f"{family.name}-{out.name or out.kind}"
+            if name == base or name.startswith(base + "-"):
+                cfg = name[len(base) + 1:] if name != base else ""
+                flag = f" -c {cfg}" if cfg else ""
+                return (f"produce it with `nemotron {family.name} {' '.join(stage.command)}"
+                        f"{flag}` or pass run.{slot}=PATH")
+    return f"pass run.{slot}=NAME:VERSION or a path"

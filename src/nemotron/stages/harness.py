@@ -1,0 +1,131 @@
+"""The shared body of every stage entry point: open the job, record lineage, run, commit.
+
+``python -m nemotron.stages.<entry> --job job.yaml`` calls :func:`main` with the entry's
+``run(job, work_dir, final_dir) -> dict`` function. For each output the harness
+
+1. skips the stage when a complete artifact with the planned identity already exists,
+2. opens a ``running`` lineage record (never resolvable),
+3. lets the backend work in ``<path>.partial/`` (stable across retries: receipts and checkpoints
+   there make a rerun resume),
+4. renames ``.partial`` to the final path and only then commits the record (assigning vN).
+
+A crash at any point leaves no record that looks complete. Exit codes: 0 done (or skipped),
+1 the stage failed, 2 a user error in the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nemotron.errors import UserError
+from nemotron.stages.job import Job, load_job, load_secrets
+
+RunFn = Callable[[Job, Path, Path], dict[str, Any]]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _producer(job: Job, started: str):
+    from nemotron.lineage import Producer
+
+    return Producer(
+        stage=f"{job.job.family}/{job.job.stage}",
+        job_id=job.job.id,
+        command=" ".join(job.job.argv),
+        git_commit=job.job.git.get("commit"),
+        git_dirty=bool(job.job.git.get("dirty")),
+        user=job.job.user or getpass.getuser(),
+        host=socket.gethostname(),
+        started=started,
+    )
+
+
+def _inputs(store, job: Job) -> list:
+    arts = []
+    for ref in job.inputs.values():
+        if ref.name and ref.identity:
+            art = store.find(ref.name, identity=ref.identity)
+            if art is None:
+                raise UserError(
+                    f"input {ref.name} ({ref.version or ref.identity[:12]}) is not a complete "
+                    "artifact any more",
+                    hint="was it deleted? re-run its producing stage",
+                )
+            arts.append(art)
+    return arts
+
+
+def execute(job: Job, run: RunFn) -> int:
+    """Run one job's stage with lineage bookkeeping; returns the process exit code."""
+    from nemotron.lineage import Store
+
+    load_secrets(job)
+    store = Store.open(Path(job.lineage.db))
+    if len(job.outputs) != 1:
+        raise UserError(f"job {job.job.id}: a stage has exactly one output, got {len(job.outputs)}")
+    (out,) = job.outputs.values()
+    existing = store.find(out.name, identity=out.identity)
+    if existing is not None:
+        print(f"[nemotron] {out.name}:{existing.version} already exists for this config and these "
+              f"inputs (identity {out.identity[:12]}); nothing to do", flush=True)
+        return 0
+    inputs = _inputs(store, job)
+    final_dir = Path(out.path)
+    work_dir = final_dir.with_name(final_dir.name + ".partial")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = _now()
+    pending = store.begin(
+        name=out.name, kind=out.kind, identity=out.identity, path=str(final_dir),
+        producer=_producer(job, started), inputs=inputs,
+        config_hash=out.identity, config=job.config,
+    )
+    try:
+        metadata = run(job, work_dir, final_dir) or {}
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        pending.fail(reason[:2000])
+        raise
+    if final_dir.exists():  # a previous attempt renamed but crashed before committing
+        shutil.rmtree(final_dir)
+    os.replace(work_dir, final_dir)
+    art = pending.commit(metadata=metadata)
+    print(f"[nemotron] registered {art.name}:{art.version} at {final_dir}", flush=True)
+    return 0
+
+
+def main(run: RunFn, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run one nemotron stage from its job file.")
+    parser.add_argument("--job", required=True, help="path to job.yaml")
+    args = parser.parse_args(argv)
+    try:
+        job = load_job(args.job)
+        code = execute(job, run)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except KeyboardInterrupt:
+        print("[nemotron] interrupted", file=sys.stderr, flush=True)
+        code = 130
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    sys.exit(code)
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return os.environ.get("USER", "unknown")

@@ -1,0 +1,100 @@
+"""The job file a stage entry point reads (``job.yaml``), as typed models.
+
+Written by ``nemotron.launch`` on the submitting machine, read on the node. Imports only
+pydantic, pyyaml and the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobInfo(_Model):
+    id: str
+    family: str
+    stage: str
+    entry: str
+    config_name: str
+    dir: str
+    argv: list[str] = []
+    profile: dict[str, Any] = {}
+    git: dict[str, Any] = {}
+    user: str = ""
+    host: str = ""
+    created: str = ""
+    pipe: str | None = None  # the pipe run this job belongs to
+
+
+class InputRef(_Model):
+    kind: str
+    path: str
+    name: str | None = None
+    version: str | None = None
+    identity: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class OutputRef(_Model):
+    kind: str
+    name: str
+    identity: str
+    path: str
+
+
+class LineageInfo(_Model):
+    db: str
+    root: str
+    wandb: dict[str, Any] | None = None
+
+
+class Job(_Model):
+    job: JobInfo
+    config: dict[str, Any]
+    inputs: dict[str, InputRef] = {}
+    outputs: dict[str, OutputRef] = {}
+    lineage: LineageInfo
+    secrets_file: str | None = None
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.job.dir)
+
+    def stage_config(self):
+        """The config decoded into ``StageConfig`` (validated again on the node)."""
+        from nemotron.config.schema import decode
+
+        return decode(self.config, source=f"job {self.job.id}")
+
+
+def load_job(path: str | os.PathLike) -> Job:
+    import yaml
+
+    with open(path) as fh:
+        return Job.model_validate(yaml.safe_load(fh))
+
+
+def dump_job(job: Job, path: Path) -> None:
+    """Write ``job.yaml`` atomically."""
+    import yaml
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False, width=100))
+    os.replace(tmp, path)
+
+
+def load_secrets(job: Job) -> None:
+    """Export the secrets file (KEY=VALUE lines, readable only by its owner) into os.environ."""
+    if not job.secrets_file or not Path(job.secrets_file).is_file():
+        return
+    for line in Path(job.secrets_file).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            os.environ.setdefault(key.strip(), value)
