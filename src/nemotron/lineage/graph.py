@@ -84,7 +84,7 @@ def _label(artifact: Artifact, role: str | None, *, downstream: bool = False,
         label.append(f"{role} ", style="dim")
     label.append(artifact.name or artifact.path, style="bold")
     if artifact.version is not None:
-        label.append(f":v{artifact.version}", style="bold cyan")
+        label.append(f":{artifact.version}", style="bold cyan")
     if repeated:
         label.append("  (shown above)", style="dim")
         return label
@@ -175,7 +175,7 @@ def to_json(graph: LineageGraph) -> str:
         nodes.append({
             "ref": artifact.ref,
             "name": artifact.name,
-            "version": f"v{artifact.version}",
+            "version": artifact.version,
             "identity": artifact.identity,
             "kind": artifact.kind,
             "path": artifact.path,

@@ -10,9 +10,11 @@ import datetime as _dt
 import getpass
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,18 @@ def parse_time(stamp: str | None) -> _dt.datetime | None:
     if not stamp:
         return None
     return _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def version_number(version: str | int | None) -> int | None:
+    """``"v3"`` (or ``3``) -> 3; None stays None."""
+    if version is None:
+        return None
+    if isinstance(version, int):
+        return version
+    text = version[1:] if version.startswith("v") else version
+    if not text.isdigit():
+        raise ValueError(f"not a version: {version!r} (versions are v0, v1, ...)")
+    return int(text)
 
 
 def is_uri(path: str) -> bool:
@@ -59,27 +73,60 @@ def _git_state(cwd: str | None = None) -> tuple[str | None, bool | None]:
         return None, None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Producer:
-    """Who made an artifact: the stage, the job, the command line, the code and the machine."""
+    """Who made an artifact: the stage, the job, the command line, the code and the machine.
+
+    ``command`` is the command line as one string; ``argv`` the same as a list when known.
+    ``started``/``ended`` are accepted as short spellings of ``started_at``/``ended_at``.
+    """
 
     stage: str
-    job_id: str | None = None
-    argv: tuple[str, ...] = ()
-    git_commit: str | None = None
-    git_dirty: bool | None = None
-    user: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
+    job_id: str | None
+    command: str | None
+    argv: tuple[str, ...]
+    git_commit: str | None
+    git_dirty: bool | None
+    user: str | None
+    host: str | None
+    pid: int | None
+    started_at: str | None
+    ended_at: str | None
+
+    def __init__(
+        self,
+        stage: str,
+        job_id: str | None = None,
+        command: str | None = None,
+        argv: Iterable[str] | None = None,
+        git_commit: str | None = None,
+        git_dirty: bool | None = None,
+        user: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        started_at: str | None = None,
+        ended_at: str | None = None,
+        *,
+        started: str | None = None,
+        ended: str | None = None,
+    ):
+        argv = tuple(argv or ())
+        if command is None and argv:
+            command = shlex.join(argv)
+        values = {
+            "stage": stage, "job_id": job_id, "command": command, "argv": argv,
+            "git_commit": git_commit, "git_dirty": git_dirty, "user": user, "host": host,
+            "pid": pid, "started_at": started_at or started, "ended_at": ended_at or ended,
+        }
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
 
     @classmethod
     def current(
         cls,
         stage: str,
         job_id: str | None = None,
-        argv: list[str] | tuple[str, ...] | None = None,
+        argv: Iterable[str] | None = None,
         git: dict[str, Any] | None = None,
         discover_git: bool = True,
     ) -> Producer:
@@ -108,21 +155,13 @@ class Producer:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = self.__dict__.copy()
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["argv"] = list(self.argv)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Producer:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["argv"] = tuple(known.get("argv") or ())
-        return cls(**known)
-
-    @property
-    def command(self) -> str:
-        import shlex
-
-        return shlex.join(self.argv)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -132,13 +171,13 @@ class InputRef:
     role: str
     path: str
     name: str | None = None
-    version: int | None = None
+    version: str | None = None  # "v3"
     identity: str | None = None
     kind: str | None = None
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:v{self.version}" if self.name is not None else self.path
+        return f"{self.name}:{self.version}" if self.name is not None else self.path
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -170,7 +209,7 @@ class Artifact:
 
     path: str
     name: str | None = None
-    version: int | None = None
+    version: str | None = None  # "v0", "v1", ... assigned at commit
     identity: str | None = None
     kind: str | None = None
     status: str = "complete"
@@ -193,7 +232,12 @@ class Artifact:
     @property
     def ref(self) -> str:
         """``name:vN`` for a registered version, the path otherwise."""
-        return f"{self.name}:v{self.version}" if self.registered else self.path
+        return f"{self.name}:{self.version}" if self.registered else self.path
+
+    @property
+    def number(self) -> int | None:
+        """The version as a number (``v3`` -> 3)."""
+        return version_number(self.version)
 
     @property
     def local(self) -> Path | None:
@@ -225,7 +269,7 @@ class Artifact:
         """The exact version, as written into job.yaml (``inputs:``)."""
         return {
             "name": self.name,
-            "version": f"v{self.version}" if self.version is not None else None,
+            "version": self.version,
             "identity": self.identity,
             "kind": self.kind,
             "path": self.path,
@@ -236,7 +280,7 @@ class Artifact:
         return {
             "schema": FILE_SCHEMA,
             "name": self.name,
-            "version": f"v{self.version}" if self.version is not None else None,
+            "version": self.version,
             "identity": self.identity,
             "kind": self.kind,
             "path": self.path,
@@ -252,13 +296,10 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
-        version = data.get("version")
-        if isinstance(version, str):
-            version = int(version.lstrip("v"))
         return cls(
             path=data["path"],
             name=data.get("name"),
-            version=version,
+            version=data.get("version"),
             identity=data.get("identity"),
             kind=data.get("kind"),
             status=data.get("status", "complete"),

@@ -35,6 +35,7 @@ from nemotron.lineage.records import (
     local_path,
     read_record_file,
     utcnow,
+    version_number,
     write_record_file,
 )
 
@@ -382,7 +383,7 @@ class Store:
                 found = c.execute(
                     "SELECT id FROM artifacts WHERE name = ? AND version = ? AND identity = ?"
                     " AND status = 'complete'",
-                    (used_input.name, used_input.version, used_input.identity),
+                    (used_input.name, version_number(used_input.version), used_input.identity),
                 ).fetchone()
                 if found is None:
                     raise UserError(
@@ -547,9 +548,10 @@ class Store:
         )
         return found[0] if found else None
 
-    def get(self, name: str, version: int) -> Artifact | None:
+    def get(self, name: str, version: str | int) -> Artifact | None:
+        """The complete version (``"v3"`` or 3) of ``name``, or None."""
         found = self._artifacts(
-            "name = ? AND version = ? AND status = 'complete'", (name, version)
+            "name = ? AND version = ? AND status = 'complete'", (name, version_number(version))
         )
         return found[0] if found else None
 
@@ -582,12 +584,11 @@ class Store:
         """Re-open an input pinned in job.yaml (``Artifact.pin()``): the exact same version."""
         if not pin.get("name"):
             return self._path_artifact(str(pin["path"]), pin.get("kind"), None)
-        version = str(pin["version"]).lstrip("v")
-        found = self.get(pin["name"], int(version))
+        found = self.get(pin["name"], pin["version"])
         if found is None or (pin.get("identity") and found.identity != pin["identity"]):
             raise UserError(
-                f"the pinned input {pin['name']}:v{version} ({pin.get('identity')}) is not in "
-                f"{self.db}",
+                f"the pinned input {pin['name']}:{pin['version']} ({pin.get('identity')}) "
+                f"is not in {self.db}",
                 hint="the job must run against the lineage database it was planned with",
             )
         return found
@@ -625,7 +626,7 @@ class Store:
             f"`nemotron artifacts import PATH --name {parsed.name} --kind K` or pass"
         hint = f"{produce} run.{role}=PATH"
         if counts.get("complete"):
-            versions = [f"v{a.version}" for a in self.versions(parsed.name)]
+            versions = [str(a.version) for a in self.versions(parsed.name)]
             aliases = sorted({a for art in self.versions(parsed.name) for a in art.aliases})
             return UserError(
                 f"no version {parsed} of {parsed.name}; versions: {', '.join(versions)}; "
@@ -818,7 +819,7 @@ def _artifact(row: Mapping[str, Any], aliases: tuple[str, ...]) -> Artifact:
     return Artifact(
         id=row["id"],
         name=row["name"],
-        version=row["version"],
+        version=f"v{row['version']}" if row["version"] is not None else None,
         identity=row["identity"],
         kind=row["kind"],
         path=row["path"],
