@@ -1,0 +1,237 @@
+"""Pieces every prep kind shares: the run skeleton, keys, split assignment, tokenizer setup.
+
+The skeleton (``run_prep``) is: a finished output whose manifest carries the current key is a
+no-op; otherwise plan units, run the units this task owns, and on the finalizing task wait for
+every receipt and call the kind's ``finalize``. The manifest is always written last, so its
+presence with the right key is what "complete" means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nemotron.data import engine
+from nemotron.data.engine import STATE_DIR, Unit, canonical_hash
+from nemotron.data.fingerprint import FORMAT_VERSION
+from nemotron.data.progress import Progress
+from nemotron.data.schema import SPLIT_NAMES, runtime_fields
+from nemotron.errors import UserError
+
+log = logging.getLogger("nemotron.data")
+MANIFEST = "manifest.json"
+
+
+def output_config(cfg: Any) -> dict[str, Any]:
+    """The config fields that decide what prep writes (runtime knobs left out)."""
+    return cfg.model_dump(mode="json", exclude=set(runtime_fields()))
+
+
+def config_hash(cfg: Any) -> str:
+    return canonical_hash(output_config(cfg))
+
+
+def split_salt(seed: int) -> bytes:
+    return f"nemotron-split:{seed}:".encode()
+
+
+def split_thresholds(fractions: tuple[float, float, float]) -> tuple[int, int]:
+    """64-bit hash thresholds: h < t0 -> train, h < t1 -> valid, else test."""
+    t0 = int(fractions[0] * 2**64)
+    t1 = int((fractions[0] + fractions[1]) * 2**64)
+    return min(t0, 2**64), min(t1, 2**64)
+
+
+def split_of(content: bytes, salt: bytes, thresholds: tuple[int, int]) -> int:
+    """0 train, 1 valid, 2 test: from a hash of the content, so independent of sharding."""
+    h = int.from_bytes(hashlib.blake2b(content, digest_size=8, key=salt[:64]).digest(), "little")
+    return 0 if h < thresholds[0] else (1 if h < thresholds[1] else 2)
+
+
+def rank_from_env(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values win; else SLURM_PROCID / SLURM_NTASKS; else a single task."""
+    if world_size is None:
+        world_size = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+    if rank is None:
+        rank = int(os.environ.get("SLURM_PROCID", "0") or 0) if world_size > 1 else 0
+    return rank, world_size
+
+
+@dataclass
+class RunState:
+    """What one prep call knows while it runs; handed to the kind's finalize."""
+
+    cfg: Any
+    work_dir: Path
+    final_dir: Path
+    show_progress: bool
+    units: list[Unit] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    run_key: str = ""
+    receipts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    t_start: float = field(default_factory=time.perf_counter)
+    unit_seconds: float = 0.0
+    progress: Progress | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_keys(cfg: Any, units: list[Unit], inputs: dict[str, Any]) -> dict[str, str]:
+    base = {"format": FORMAT_VERSION, "config": output_config(cfg), "inputs": inputs}
+    return {u.uid: canonical_hash({**base, "unit": u.describe()}) for u in units}
+
+
+def read_manifest(work_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((work_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_complete(work_dir: Path, run_key: str) -> dict[str, Any] | None:
+    """The manifest if it belongs to this exact run and every file it lists is there."""
+    manifest = read_manifest(work_dir)
+    if manifest is None or manifest.get("key") != run_key:
+        return None
+    for record in manifest.get("files", []):
+        try:
+            if (work_dir / record["path"]).stat().st_size != record["bytes"]:
+                return None
+        except OSError:
+            return None
+    return manifest
+
+
+def run_units_for_rank(
+    state: RunState, task: str, shared: dict[str, Any], rank: int, world_size: int
+) -> None:
+    """Run this task's units; on rank 0 (the finalizer) gather every unit's receipt."""
+    cfg = state.cfg
+    mine = engine.units_for_rank(state.units, rank, world_size)
+    keys = state.keys
+    if cfg.force:
+        keys = dict(keys)
+        for unit in mine:  # a forced run ignores old receipts by removing them
+            engine.receipt_path(state.work_dir, unit).unlink(missing_ok=True)
+    progress = Progress(f"{cfg.kind} prep", enabled=state.show_progress)
+    state.progress = progress
+    t0 = time.perf_counter()
+    try:
+        receipts = engine.run_units(
+            task,
+            mine,
+            keys,
+            shared,
+            state.work_dir,
+            num_workers=cfg.num_workers,
+            progress=progress,
+        )
+    except BaseException as exc:
+        if world_size > 1:
+            engine.mark_rank_failed(state.work_dir, rank, f"rank {rank}: {exc}")
+        raise
+    finally:
+        progress.close()
+    state.unit_seconds = time.perf_counter() - t0
+    if world_size > 1 and rank == 0:
+        others = [u for u in state.units if u.uid not in receipts]
+        receipts.update(engine.wait_for_receipts(state.work_dir, others, keys))
+    state.receipts = receipts
+
+
+def gather_receipts(state: RunState) -> None:
+    """For a separate finalize step: every unit must already have a current receipt."""
+    missing = []
+    for unit in state.units:
+        receipt = engine.read_receipt(state.work_dir, unit, state.keys[unit.uid])
+        if receipt is None:
+            missing.append(unit.uid)
+        else:
+            state.receipts[unit.uid] = receipt
+    if missing:
+        raise UserError(
+            f"{len(missing)} of {len(state.units)} units are not done: {missing[:5]}",
+            hint="run prepare on every task (rank) first; finalize merges their receipts",
+        )
+
+
+def sweep(work_dir: Path, folder: str, keep: set[str]) -> int:
+    """Delete files under ``work_dir/folder`` that no receipt lists (stale or temporary)."""
+    root = work_dir / folder
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.relative_to(work_dir).as_posix() not in keep:
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def merge_bad(receipts: list[dict[str, Any]]) -> dict[str, Any]:
+    merged = {"bad": 0, "repaired": 0, "empty": 0, "examples": []}
+    for receipt in receipts:
+        bad = receipt.get("stats", {}).get("bad", {})
+        for name in ("bad", "repaired", "empty"):
+            merged[name] += bad.get(name, 0)
+        room = 20 - len(merged["examples"])
+        merged["examples"] += bad.get("examples", [])[:room]
+    return merged
+
+
+def no_tokens_error(dataset: str, bad: dict[str, Any], what: str = "tokens") -> UserError:
+    example = f"; e.g. {bad['examples'][0]}" if bad.get("examples") else ""
+    return UserError(
+        f"dataset {dataset!r} yields no {what} ({bad.get('bad', 0)} bad rows, "
+        f"{bad.get('empty', 0)} empty){example}",
+        hint="check its path and 'field' (the record key holding the data), or remove it",
+    )
+
+
+def empty_split_counts() -> dict[str, dict[str, int]]:
+    return {name: {"docs": 0, "tokens": 0} for name in SPLIT_NAMES}
+
+
+def training_texts(
+    cfg: Any, units: list[Unit], default_field: str
+) -> Callable[[Any], Iterator[str]]:
+    """Text for training a tokenizer: the first ``max_bytes`` of the chosen sources."""
+    from nemotron.data.sources import BadRows, RowReader, repair_text
+
+    def texts(train: Any) -> Iterator[str]:
+        chosen = set(train.sources or [s.name for s in cfg.sources])
+        fields = {s.name: s.field or default_field for s in cfg.sources}
+        budget = train.max_bytes
+        for unit in units:
+            if unit.dataset not in chosen:
+                continue
+            reader = RowReader(unit, fields[unit.dataset], "any", BadRows(unit.dataset, False))
+            for value, _ in reader.rows():
+                text = value if isinstance(value, str) else _flatten_text(value)
+                text = repair_text(text)
+                budget -= len(text)
+                yield text
+                if budget <= 0:
+                    return
+
+    return texts
+
+
+def _flatten_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(_flatten_text(v) for v in value)
+    if isinstance(value, dict):
+        return "\n".join(_flatten_text(v) for v in value.values() if v is not None)
+    return "" if value is None else str(value)
+
+
+def state_dir(work_dir: Path) -> Path:
+    return work_dir / STATE_DIR
