@@ -43,8 +43,6 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
     import yaml
     from rich.markup import escape
     from rich.rule import Rule
-    from rich.table import Table
-
     title = f"{plan.family.name} {' '.join(plan.stage.command)} -c {plan.config_name}"
     console.print(Rule(f"[bold]plan: {escape(title)}[/]  (dry-run: nothing is written)"))
     decision = "[green]RUN[/]" if plan.decision == "run" else "[yellow]SKIP[/]"
@@ -63,32 +61,33 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
         console.print(escape(script), soft_wrap=True)
 
     if plan.inputs:
-        table = Table(title="inputs", title_justify="left", show_edge=False, pad_edge=False)
-        for col in ("slot", "kind", "requested", "resolved", "path"):
-            table.add_column(col)
+        console.print("\n[bold]inputs[/]")
         for inp in plan.inputs.values():
+            asked = escape(inp.ref or "-")
             if inp.path:
-                resolved = f"{inp.name}:{inp.version}" if inp.name else "(path)"
-                table.add_row(inp.slot, inp.kind, escape(inp.ref or ""), escape(resolved),
-                              escape(inp.path))
+                got = f"{inp.name}:{inp.version}" if inp.name else "(a path)"
+                console.print(f"  {inp.slot:<6} {inp.kind:<14} {asked} -> [green]{escape(got)}[/]")
+                console.print(f"  {'':<6} {'':<14} {escape(inp.path)}", soft_wrap=True)
             else:
-                table.add_row(inp.slot, inp.kind, escape(inp.ref or "-"), "[red]MISSING[/]",
-                              escape(inp.missing_hint or ""))
-        console.print()
-        console.print(table)
-    table = Table(title="outputs", title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("slot", "kind", "name", "identity", "path"):
-        table.add_column(col)
+                console.print(f"  {inp.slot:<6} {inp.kind:<14} {asked} -> [red]MISSING[/]")
+                console.print(f"  {'':<6} {'':<14} {escape(inp.missing_hint or '')}",
+                              soft_wrap=True)
+    console.print("\n[bold]outputs[/]")
     for out in plan.outputs.values():
-        table.add_row(out.slot, out.kind, out.name, out.identity[:12], escape(out.path))
-    console.print()
-    console.print(table)
+        console.print(f"  {out.slot:<6} {out.kind:<14} {out.name}  identity {out.identity[:12]}")
+        console.print(f"  {'':<6} {'':<14} {escape(out.path)}", soft_wrap=True)
     console.print()
     console.print("[bold]cost estimate[/]  " + escape(cost_line(plan.cost)))
     if show_config:
         console.print("\n[bold]resolved config[/] (secrets redacted)")
-        text = yaml.safe_dump(redact(plan.config_dict), sort_keys=False, width=100)
+        text = yaml.safe_dump(redact(_drop_nulls(plan.config_dict)), sort_keys=False, width=100)
         console.print(escape(text.rstrip()), soft_wrap=True)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None and v != {}}
+    return value
 
 
 def cost_line(cost: dict[str, Any]) -> str:

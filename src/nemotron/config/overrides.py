@@ -16,6 +16,7 @@ from typing import Any
 
 from nemotron.errors import UserError
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")  # 1e-3, which YAML 1.1 leaves a str
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
 
 
@@ -59,6 +60,8 @@ def parse_override(arg: str) -> Override:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw  # not YAML: keep the literal text
+        if isinstance(value, str) and _FLOAT.match(value):
+            value = float(value)
     return Override(tuple(key.split(".")), value)
 
 
