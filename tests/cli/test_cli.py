@@ -5,8 +5,7 @@ import shutil
 import textwrap
 
 import pytest
-
-from tests.cli.conftest import REPO, shipped_configs
+from tests.cli_fixtures import REPO, shipped_configs
 
 
 def test_help_lists_families_and_tools(cli):

@@ -26,7 +26,7 @@ def stage_function(backend: str, entry: str):
         raise UserError(
             f"the '{backend}' backend needs the Python package '{exc.name}', which is not "
             "installed here",
-            hint="local backend: uv sync --extra local; cluster backends run in the NeMo containers",
+            hint="local backend: uv sync --extra local; cluster backends run in NeMo containers",
         ) from None
     fn = getattr(module, entry, None)
     if fn is None:

@@ -15,7 +15,8 @@ _CTX = {"allow_extra_args": True, "ignore_unknown_options": False,
 
 # Shared option declarations: parsed by cli.globals wherever they appear; declared here so
 # --help documents them.
-ConfigOpt = typer.Option(None, "-c", "--config", help="Config name (default, tiny, ...) or a YAML path.")
+ConfigOpt = typer.Option(None, "-c", "--config",
+                         help="Config name (default, tiny, ...) or a YAML path.")
 RunOpt = typer.Option(None, "-r", "--run", help="Run attached on this env.toml profile.")
 BatchOpt = typer.Option(None, "-b", "--batch", help="Submit detached on this profile and return.")
 DryOpt = typer.Option(False, "-d", "--dry-run", help="Print the plan; run and write nothing.")

@@ -15,7 +15,8 @@ from nemotron.errors import UserError
 
 # name -> (module, help): mounted lazily
 _LAZY_APPS = {
-    "artifacts": ("nemotron.cli.artifacts", "Artifacts and lineage: list, show, lineage, import, sync."),
+    "artifacts": ("nemotron.cli.artifacts",
+                  "Artifacts and lineage: list, show, lineage, import, sync."),
     "jobs": ("nemotron.cli.jobs", "Submitted jobs: list, status, logs, cancel."),
     "profiles": ("nemotron.cli.admin", "Execution profiles from env.toml: list, show."),
     "config": ("nemotron.cli.admin", "Stage configs: show the resolved config, validate."),
@@ -58,7 +59,7 @@ def build_app(argv: list[str]) -> typer.Typer:
             import importlib
 
             mod = importlib.import_module(module)
-            sub = getattr(mod, f"{name}_app", None) or getattr(mod, "app")
+            sub = getattr(mod, f"{name}_app", None) or mod.app
             app.add_typer(sub, name=name, help=help_text)
         else:
             app.add_typer(typer.Typer(), name=name, help=help_text)

@@ -31,8 +31,9 @@ def run_stage(family: Family, stage: Stage, opts: GlobalOptions, *, force: bool,
 
         print_plan(console, plan)
         return 0
-    from nemotron.launch.execute import execute
+    from nemotron.launch.execute import execute, preflight
 
+    preflight(plan)
     console.print(f"[bold]{family.name} {stage.name}[/] -c {plan.config_name} on profile "
                   f"[cyan]{plan.profile.name}[/] ({plan.profile.executor}) - job {plan.job_id}")
     code = execute(plan, attached=opts.attached, say=console.print)

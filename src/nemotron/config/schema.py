@@ -296,7 +296,8 @@ class StageConfig(Strict):
                 )
             if par.tp > 1 and not par.sp:
                 raise ValueError(
-                    f"MoE with parallel.tp={par.tp} requires sequence parallel; set parallel.sp=true"
+                    f"MoE with parallel.tp={par.tp} requires sequence parallel; "
+                    "set parallel.sp=true"
                 )
         if train is not None:
             if par.cp > 1 and train.seq_length % (2 * par.cp):

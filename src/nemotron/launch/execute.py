@@ -18,11 +18,19 @@ def new_record(plan: Plan, depends_on: list[str] | None = None) -> JobRecord:
     )
 
 
+def preflight(plan: Plan) -> None:
+    """Refuse plans that cannot work where they would run (before anything is written)."""
+    if plan.warnings and plan.profile.executor == "local" and plan.decision == "run":
+        first, _, rest = plan.warnings[0].partition(". ")
+        raise UserError(first, hint=rest or None)
+
+
 def execute(plan: Plan, *, attached: bool, say=print) -> int:
     """Run or submit one planned stage; returns an exit code (0 when submitted detached)."""
     if plan.decision == "skip":
         say(f"skip {plan.stage.name}: {plan.reason}")
         return 0
+    preflight(plan)
     write_job_folder(plan)
     record = new_record(plan)
     record.save()

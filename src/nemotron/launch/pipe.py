@@ -20,7 +20,9 @@ from nemotron.profiles import EnvFile
 from nemotron.recipes import Family
 
 
-def chain_for(family: Family, config: str, from_stage: str | None, to_stage: str | None) -> list[str]:
+def chain_for(
+    family: Family, config: str, from_stage: str | None, to_stage: str | None
+) -> list[str]:
     chain = list(family.pipe.get(config) or family.pipe.get("default") or ())
     if not chain:
         raise UserError(f"family {family.name} defines no pipe chain")

@@ -40,6 +40,7 @@ _PREP_SCHEMAS = {
     "rl-data": ("nemotron.data.schema", "RlPrepConfig"),
 }
 
+CLUSTER_BACKENDS = ("megatron", "nemo_rl", "evaluator")
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "b200": 2250.0, "a100": 312.0}
 DEFAULT_MFU = 0.35
 
@@ -93,6 +94,7 @@ class Plan:
     reason: str = ""
     cost: dict[str, Any] = field(default_factory=dict)
     pipe_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def job_dir(self) -> Path:
@@ -403,6 +405,13 @@ def build_plan(
         lineage_db=db, artifacts_root=root, argv=argv, pipe_id=pipe_id,
     )
     plan.cost = estimate_cost(cfg, profile, family)
+    backend = cfg.run.backend
+    if backend in CLUSTER_BACKENDS and profile.executor == "local" and not profile.container_image:
+        plan.warnings.append(
+            f"the {backend} backend runs inside the NeMo containers on GPUs; this profile runs "
+            f"here without one. Use --run/--batch with a Slurm or Docker profile, or -c tiny "
+            f"for the local backend"
+        )
     if store is not None and not force:
         for out in outputs.values():
             existing = store.find(out.name, identity=out.identity)

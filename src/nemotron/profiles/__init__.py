@@ -173,7 +173,8 @@ def load_env(explicit: str | None = None, cwd: Path | None = None) -> EnvFile:
         tables[name] = table
     profiles = {name: _build(name, tables, where, ()) for name in tables}
     profiles.setdefault("local", Profile(name="local"))
-    return EnvFile(path=path, profiles=profiles, wandb=wandb, artifacts=artifacts or ArtifactsSection())
+    return EnvFile(path=path, profiles=profiles, wandb=wandb,
+                   artifacts=artifacts or ArtifactsSection())
 
 
 def _section(model, raw, where):

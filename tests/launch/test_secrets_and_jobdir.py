@@ -1,0 +1,104 @@
+"""Secrets never reach dry-run output, job.yaml or logs; they travel in an owner-only file."""
+
+import stat
+
+import yaml
+
+from nemotron.launch.jobdir import write_job_folder
+from nemotron.launch.plan import build_plan
+from nemotron.profiles import load_env
+from nemotron.recipes import get_family
+
+SECRET = "s3cr3t-planted-9f2c"
+ENV = f"""
+[wandb]
+project = "nemotron-test"
+mode = "offline"
+api_key = "{SECRET}-wandb"
+
+[base]
+executor = "local"
+env_vars = {{ MY_API_KEY = "{SECRET}", HF_TOKEN = "{SECRET}-hf", PLAIN = "visible-value" }}
+
+[child]
+extends = "base"
+env_vars = {{ OTHER = "x" }}
+"""
+
+
+def test_dry_run_and_profile_show_redact(cli, env_toml, monkeypatch):
+    env = env_toml(ENV)
+    monkeypatch.setenv("WANDB_API_KEY", f"{SECRET}-shell")
+    res = cli("nano3", "pretrain", "-c", "tiny", "-d", "--env-file", str(env), "--run", "child",
+              "run.data=/tmp")
+    assert res.exit_code == 0, res.output
+    assert SECRET not in res.output
+    assert "MY_API_KEY=********" in res.stdout
+    shown = cli("profiles", "show", "child", "--env-file", str(env))
+    assert shown.exit_code == 0, shown.output
+    assert SECRET not in shown.output and "visible-value" in shown.stdout
+    assert "OTHER" in shown.stdout  # extends merged env_vars
+
+
+def test_job_folder_keeps_secrets_out_of_job_yaml(home, env_toml, tmp_path):
+    env = load_env(str(env_toml(ENV)))
+    family = get_family("nano3")
+    data = tmp_path / "blend"
+    data.mkdir()
+    plan = build_plan(family, family.stage("pretrain"), config="tiny",
+                      overrides=[f"run.data={data}"], env=env, profile_name="child",
+                      argv=["nemotron", "nano3", "pretrain", f"logging.api_token={SECRET}"])
+    job_dir = write_job_folder(plan)
+    text = (job_dir / "job.yaml").read_text()
+    assert SECRET not in text
+    job = yaml.safe_load(text)
+    assert job["inputs"]["data"]["path"] == str(data)
+    assert job["job"]["argv"][-1] == "logging.api_token=********"
+    assert job["lineage"]["wandb"]["project"] == "nemotron-test"
+    assert "api_key" not in job["lineage"]["wandb"]
+    secrets_file = job_dir / "secrets.env"
+    assert job["secrets_file"] == str(secrets_file)
+    mode = stat.S_IMODE(secrets_file.stat().st_mode)
+    assert mode == 0o600
+    body = secrets_file.read_text()
+    assert f"MY_API_KEY={SECRET}" in body and f"HF_TOKEN={SECRET}-hf" in body
+    assert f"WANDB_API_KEY={SECRET}-wandb" in body
+    assert "PLAIN" not in body  # not a secret: it is in the process environment instead
+    assert plan.process_env()["PLAIN"] == "visible-value"
+
+
+def test_profile_inheritance_and_cycles(env_toml):
+    import pytest
+
+    from nemotron.errors import UserError
+
+    env = load_env(str(env_toml(
+        '[a]\nexecutor = "slurm"\npartition = "p1"\nnodes = 4\ngpus_per_node = 8\n'
+        '[b]\nextends = "a"\nnodes = 1\n[c]\nextends = "b"\npartition = "p3"\n')))
+    c = env.profile("c")
+    assert (c.executor, c.partition, c.nodes, c.gpus_per_node) == ("slurm", "p3", 1, 8)
+    assert "local" in env.profiles
+    with pytest.raises(UserError, match="cycle"):
+        load_env(str(env_toml('[a]\nextends = "b"\n[b]\nextends = "a"\n', "cyc.toml")))
+    with pytest.raises(UserError, match="unknown profile 'nope'"):
+        load_env(str(env_toml('[a]\nextends = "nope"\n', "bad.toml")))
+
+
+def test_env_toml_found_upwards(tmp_path, monkeypatch):
+    (tmp_path / "env.toml").write_text('[up]\nexecutor = "local"\n')
+    deep = tmp_path / "x" / "y"
+    deep.mkdir(parents=True)
+    monkeypatch.delenv("NEMOTRON_ENV_FILE", raising=False)
+    monkeypatch.chdir(deep)
+    assert "up" in load_env().profiles
+    monkeypatch.setenv("NEMOTRON_ENV_FILE", str(tmp_path / "env.toml"))
+    assert load_env().path == tmp_path / "env.toml"
+
+
+def test_example_env_toml_is_valid():
+    from tests.cli_fixtures import REPO
+
+    env = load_env(str(REPO / "env.toml.example"))
+    assert {"my-cluster", "my-cluster-ssh", "local-slurm", "docker-gpu"} <= set(env.profiles)
+    assert env.profile("my-cluster-ssh").tunnel == "ssh"
+    assert env.profile("my-cluster-ssh").partition == "batch"
