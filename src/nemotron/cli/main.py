@@ -21,6 +21,7 @@ _LAZY_APPS = {
     "profiles": ("nemotron.cli.admin", "Execution profiles from env.toml: list, show."),
     "config": ("nemotron.cli.admin", "Stage configs: show the resolved config, validate."),
     "recipes": ("nemotron.cli.admin", "Families, stages and their configs."),
+    "report": ("nemotron.cli.report", "Regenerate the report of a pipe run or artifact."),
 }
 
 EPILOG = """\b

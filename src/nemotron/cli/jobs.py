@@ -1,0 +1,216 @@
+"""``nemotron jobs``: list, status, logs and cancel for submitted jobs, from any terminal.
+
+Built on our own job records (``$NEMOTRON_HOME/jobs/<id>/record.json``), refreshed from the
+scheduler where one is involved, so status still reads right after ``sacct`` forgot the job.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+jobs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Submitted jobs: list, status, logs, cancel.")
+
+_COLORS = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "red", "RUNNING": "cyan",
+           "PENDING": "yellow", "SKIPPED": "dim", "TIMEOUT": "red"}
+
+
+def _home(env_file: str | None) -> Path:
+    from nemotron.launch.plan import nemotron_home
+    from nemotron.profiles import load_env
+
+    env = load_env(env_file)
+    return nemotron_home(env.profile("local"))
+
+
+def _refresh(record):
+    """Bring a record up to date with its scheduler (Slurm) or process (local)."""
+    from nemotron.launch.records import TERMINAL
+
+    if record.state in TERMINAL:
+        return record
+    if record.executor == "slurm":
+        try:
+            from nemotron.launch.slurm import refresh_record
+        except ImportError:
+            return record
+        return refresh_record(record)
+    if record.executor == "local" and record.pid:
+        import os
+
+        try:
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            from nemotron.launch.records import load_record
+
+            record = load_record(record.path)  # the watcher wrote the final state
+            if record.state not in TERMINAL:
+                record.update(state="FAILED", reason="process vanished without a final state")
+        except PermissionError:
+            pass
+    return record
+
+
+def _get(ident: str, env_file: str | None):
+    from nemotron.errors import UserError
+    from nemotron.launch.records import find_record
+
+    record = find_record(_home(env_file), ident)
+    if record is None:
+        raise UserError(f"no job '{ident}'", hint="`nemotron jobs list` shows the known jobs")
+    return _refresh(record)
+
+
+EnvOpt = typer.Option(None, "--env-file", help="env.toml (for NEMOTRON_HOME).")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: int = typer.Option(20, "-n", "--limit", help="Show this many, newest first."),
+    pipe: Optional[str] = typer.Option(None, "--pipe", help="Only the jobs of one pipe run."),  # noqa: UP045
+    env_file: Optional[str] = EnvOpt,  # noqa: UP045
+) -> None:
+    """List recent jobs with their state.
+
+    \b
+    Examples:
+      nemotron jobs list
+      nemotron jobs list --pipe nano3-pipe-tiny-20261121-101500-ab12
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from nemotron.launch.records import list_records
+
+    records = [r for r in list_records(_home(env_file)) if not pipe or r.pipe == pipe][:limit]
+    table = Table(show_edge=False)
+    for col in ("job", "stage", "config", "executor", "state", "scheduler id", "created"):
+        table.add_column(col)
+    for r in records:
+        r = _refresh(r)
+        color = _COLORS.get(r.state, "white")
+        table.add_row(r.id, r.stage, r.config, r.profile, f"[{color}]{r.state}[/]",
+                      r.scheduler_id or "-", r.created)
+    Console(highlight=False).print(table if records else "no jobs yet")
+
+
+@jobs_app.command("status")
+def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id, pipe id."),
+                env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
+    """Show a job's state, exit code, reason and outputs; the log tail when it failed.
+
+    \b
+    Examples:
+      nemotron jobs status nano3-pretrain-tiny-20261121-101500-ab12
+      nemotron jobs status 4242          # a Slurm job id
+    """
+    from rich.console import Console
+
+    from nemotron.launch.records import list_records
+
+    console = Console(highlight=False)
+    home = _home(env_file)
+    pipe_members = [r for r in list_records(home) if r.pipe == ident]
+    records = list(reversed(pipe_members)) if pipe_members else [_get(ident, env_file)]
+    worst = 0
+    for r in records:
+        r = _refresh(r) if pipe_members else r
+        color = _COLORS.get(r.state, "white")
+        console.print(f"[bold]{r.id}[/]  [{color}]{r.state}[/]"
+                      + (f"  exit {r.exit_code}" if r.exit_code is not None else ""))
+        console.print(f"  stage {r.family} {r.stage} -c {r.config} on {r.profile} ({r.executor})")
+        if r.scheduler_id:
+            console.print(f"  slurm job {r.scheduler_id}")
+        if r.reason:
+            console.print(f"  reason: {r.reason}")
+        for slot, out in r.outputs.items():
+            console.print(f"  output {slot}: {out.get('name')} -> {out.get('path')}")
+        if r.log:
+            console.print(f"  log: {r.log}")
+        if r.state == "FAILED" and r.log and Path(r.log).is_file():
+            tail = Path(r.log).read_text(errors="replace").splitlines()[-15:]
+            console.print("  last lines of the log:")
+            for line in tail:
+                console.print(f"    {line}", markup=False)
+        worst = max(worst, 1 if r.state in ("FAILED", "CANCELLED", "TIMEOUT") else 0)
+    raise typer.Exit(worst)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    ident: str = typer.Argument(..., help="Job id (or prefix) or Slurm id."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the job ends."),
+    env_file: Optional[str] = EnvOpt,  # noqa: UP045
+) -> None:
+    """Print a job's log (stdout and stderr of the stage).
+
+    \b
+    Examples:
+      nemotron jobs logs nano3-pretrain-tiny-20261121-101500-ab12
+      nemotron jobs logs 4242 -f
+    """
+    import sys
+
+    from nemotron.errors import UserError
+    from nemotron.launch.records import TERMINAL
+
+    record = _get(ident, env_file)
+    path = Path(record.log) if record.log else None
+    if path is None or not path.exists():
+        if record.executor == "slurm":
+            from nemotron.launch.slurm import log_path
+
+            path = log_path(record)
+        if path is None or not path.exists():
+            raise UserError(f"job {record.id} has no log yet ({record.state})")
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                continue
+            if not follow or _refresh(record).state in TERMINAL:
+                rest = fh.read()
+                sys.stdout.buffer.write(rest)
+                sys.stdout.flush()
+                break
+            time.sleep(0.5)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id or pipe id."),
+                env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
+    """Cancel a job (and, on Slurm, the jobs that depend on it).
+
+    \b
+    Examples:
+      nemotron jobs cancel nano3-pretrain-tiny-20261121-101500-ab12
+      nemotron jobs cancel nano3-pipe-tiny-20261121-101500-ab12   # a whole pipe
+    """
+    from rich.console import Console
+
+    from nemotron.launch.records import TERMINAL, list_records
+
+    console = Console(highlight=False)
+    home = _home(env_file)
+    members = [r for r in list_records(home) if r.pipe == ident]
+    targets = members or [_get(ident, env_file)]
+    for record in targets:
+        record = _refresh(record)
+        if record.state in TERMINAL:
+            console.print(f"{record.id}: already {record.state}")
+            continue
+        if record.executor == "slurm":
+            from nemotron.launch.slurm import cancel_record
+
+            cancel_record(record)
+        elif record.executor == "local":
+            from nemotron.launch.local import cancel_local
+
+            cancel_local(record)
+        console.print(f"{record.id}: cancelled")
