@@ -274,14 +274,18 @@ def test_a_filesystem_without_locks_is_a_user_error(tmp_path, monkeypatch):
     assert "disk I/O error" in err.value.message and "POSIX locks" in err.value.hint
 
 
-def test_a_held_lock_times_out_as_a_user_error(tmp_path):
+def test_readers_pass_a_held_write_lock_and_writers_time_out_clearly(tmp_path, root):
     db = tmp_path / "held.db"
-    Store.open(db).close()
+    with Store.open(db) as store:
+        prep_sft_data(store, root)
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(UserError, match="stayed locked"):
-            Store.open(db, busy_timeout=0.3)
+        with Store.open(db, busy_timeout=0.3) as store:  # WAL: reading is never blocked
+            assert store.resolve("nano3-sft-data-tiny").version == "v0"
+            with pytest.raises(UserError, match="stayed locked"):
+                store.begin(name="nano3-sft-data-tiny", kind="sft-data", identity="ab",
+                            path=root, producer=Producer.current("prep", discover_git=False))
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -177,6 +178,12 @@ def _is_busy(err: sqlite3.Error) -> bool:
 
 def _lock_error(db: Path, err: sqlite3.Error) -> UserError:
     text = str(err)
+    if "readonly" in text.replace(" ", "").lower():
+        return UserError(
+            f"the lineage database {db} is read-only for you ({text})",
+            hint="ask for write access to it and its folder, or point `db` under [artifacts] "
+            "in env.toml elsewhere",
+        )
     if _is_busy(err):
         return UserError(
             f"the lineage database {db} stayed locked ({text})",
@@ -198,6 +205,7 @@ class Store:
         self.busy_timeout = busy_timeout
         self.wandb = dict(wandb) if wandb else None
         self._conn = conn
+        self._lock = threading.RLock()  # one connection: one transaction at a time
 
     # -- opening
 
@@ -257,6 +265,8 @@ class Store:
                 log.warning("lineage db %s: journal mode is %s, not %s", self.db, mode,
                             self.journal)
         conn.execute("PRAGMA synchronous = FULL")
+        if self._schema_version() == SCHEMA_VERSION:
+            return  # nothing to create: readers need no write access
 
         def create(c: sqlite3.Connection) -> None:
             # one statement at a time: executescript() would COMMIT the transaction
@@ -275,6 +285,16 @@ class Store:
 
         self._write(create)  # also proves that the file can be locked for writing
 
+    def _schema_version(self) -> int | None:
+        query = "SELECT value FROM meta WHERE key = 'schema_version'"
+        try:
+            row = self._retry(lambda: self._conn.execute(query).fetchone())
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):  # a new database
+                return None
+            raise
+        return int(row[0]) if row else None
+
     def close(self) -> None:
         self._conn.close()
 
@@ -290,15 +310,16 @@ class Store:
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.02
         while True:
-            try:
-                return work()
-            except sqlite3.OperationalError as err:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if not _is_busy(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
+            with self._lock:
+                try:
+                    return work()
+                except sqlite3.OperationalError as err:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    if not _is_busy(err) or time.monotonic() > deadline:
+                        raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
 
     def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while busy."""

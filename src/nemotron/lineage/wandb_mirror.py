@@ -1,18 +1,19 @@
 """Mirror committed lineage records to Weights & Biases, with the real wandb SDK.
 
 An output becomes a W&B artifact of the same name and type (its kind) holding *references* to
-its files (``file://...``, no upload) plus a small ``nemotron-artifact.json`` with the record;
-inputs are declared on the same run so that W&B draws the same graph:
+its files (``file://...``, no upload) plus a small ``nemotron-artifact.json`` with the record,
+aliased ``nemotron-vN`` (our version) and ``latest``. Inputs are declared on the same run so that
+W&B draws the same graph:
 
-* online: ``run.use_artifact(<artifact built from the input's record>)``; the built artifact has
-  the same references and record file as when the input was logged, so W&B maps it onto the
-  existing version instead of making a new one;
+* online: ``run.use_artifact("NAME:nemotron-vN")``, the version its own stage logged; if it never
+  reached W&B, ``use_artifact`` of an artifact built from its record (same references and record
+  file as its own stage would log, hence the same W&B digest);
 * offline: ``use_artifact`` refuses to run, so the input is written to the run files as an
-  artifact flagged *use after commit*, which ``wandb sync`` turns into the same "used" edge.
+  artifact flagged *use after commit*, which syncing turns into the same "used" edge.
 
-The local record is the truth. Any W&B problem (wandb missing, server unreachable, offline)
-is a warning for the caller: the record keeps mirror status ``pending`` (or ``offline``) and
-``nemotron artifacts sync`` pushes it later. wandb is imported only inside these functions.
+The local record is the truth. Any W&B problem (wandb missing, server unreachable, bad key)
+is raised to ``Store``, which warns and keeps the record ``pending``; ``nemotron artifacts sync``
+pushes it later. wandb is imported only inside these functions.
 """
 
 from __future__ import annotations
