@@ -164,15 +164,19 @@ def _open_stream(seg: Segment, raw: Any) -> Any:
 class RowReader:
     """Rows of one unit: yields ``(value, loc)`` for good rows; ``where(loc)`` names the row.
 
-    ``field`` None yields the whole record (a dict). ``kind`` is the expected type of the
-    field: "str" or "list" or "any". ``consumed`` is the unit's input bytes read so far.
+    ``field`` None (or ``whole_record``) yields the whole record (a dict), else the field's
+    value. ``kind`` is the expected type of the field: "str", "list" or "any". ``consumed`` is
+    the unit's input bytes read so far.
     """
 
-    def __init__(self, unit: Unit, field: str | None, kind: str, bad: BadRows):
+    def __init__(
+        self, unit: Unit, field: str | None, kind: str, bad: BadRows, whole_record: bool = False
+    ):
         self.unit = unit
         self.field = field
         self.kind = kind
         self.bad = bad
+        self.whole_record = whole_record
         self.consumed = 0
         self._lines_before: dict[int, int] = {}
 
@@ -217,7 +221,7 @@ class RowReader:
                 self.where(loc), f"field {self.field!r} is {type(value).__name__}, not a list"
             )
             return None
-        return value
+        return record if self.whole_record else value
 
     def _jsonl(self, seg_index: int, seg: Segment) -> Iterator[tuple[Any, tuple[int, int]]]:
         with open(seg.path, "rb") as raw:
@@ -278,9 +282,9 @@ class RowReader:
             self.bad.add(f"{seg.path}", f"no column {self.field!r} (has {names[:10]})", total_rows)
             self.consumed += share
             return
-        columns = [self.field] if self.field is not None else None
+        columns = [self.field] if self.field is not None and not self.whole_record else None
         for batch in pf.iter_batches(batch_size=1024, row_groups=groups, columns=columns):
-            if self.field is not None:
+            if columns is not None:
                 values = batch.column(0).to_pylist()
                 records = [{self.field: v} for v in values]
             else:

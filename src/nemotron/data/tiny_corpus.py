@@ -1,0 +1,274 @@
+"""The synthetic, offline data behind the ``tiny`` recipes, and the RL arithmetic generator.
+
+``python -m nemotron.data.tiny_corpus [configs/datasets/tiny]`` regenerates the shipped files
+(deterministically, from fixed seeds) and the tiny tokenizer in configs/tokenizers/tiny-bpe:
+
+- ``pretrain/stories.jsonl``: short templated stories, facts about capitals and numbers;
+- ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words;
+- ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
+  ``tool_calls`` and ``tools`` (a calculator);
+- ``rl/problems.jsonl``: word problems with ``question`` / ``expected_answer``.
+
+The RL prep's ``generate`` option uses ``arithmetic_problem`` directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+CAPITALS = [
+    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+    ("Portugal", "Lisbon"), ("Japan", "Tokyo"), ("China", "Beijing"), ("India", "New Delhi"),
+    ("Brazil", "Brasília"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"), ("Mexico", "Mexico City"), ("Argentina", "Buenos Aires"),
+    ("Peru", "Lima"), ("Chile", "Santiago"), ("Norway", "Oslo"), ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Poland", "Warsaw"),
+    ("Greece", "Athens"), ("Turkey", "Ankara"), ("Ireland", "Dublin"),
+    ("the Netherlands", "Amsterdam"), ("Belgium", "Brussels"), ("Austria", "Vienna"),
+    ("Switzerland", "Bern"), ("Hungary", "Budapest"), ("South Korea", "Seoul"),
+    ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"),
+    ("Nigeria", "Abuja"), ("Morocco", "Rabat"), ("Ghana", "Accra"), ("Ethiopia", "Addis Ababa"),
+    ("New Zealand", "Wellington"), ("Iceland", "Reykjavík"),
+]  # fmt: skip
+NAMES = ["Ada", "Ben", "Chen", "Dara", "Emil", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kofi",
+         "Lena", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomás"]  # fmt: skip
+ANIMALS = ["fox", "owl", "cat", "dog", "heron", "otter", "goat", "rabbit", "crow", "bear"]
+PLACES = ["river", "forest", "market", "library", "harbor", "garden", "hill", "station"]
+OBJECTS = ["apples", "books", "stones", "shells", "coins", "pencils", "lanterns", "seeds"]
+MOODS = ["happy", "tired", "curious", "calm", "proud", "hungry", "surprised"]
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+        "eighteen", "nineteen"]  # fmt: skip
+TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
+CALCULATOR = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression with integers, + - * and parentheses.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string", "description": "e.g. 37 * 12"}},
+            "required": ["expression"],
+        },
+    },
+}
+
+
+def number_words(n: int) -> str:
+    if n < 0:
+        return "minus " + number_words(-n)
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else "-" + ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
+    thousands, rest = divmod(n, 1000)
+    return number_words(thousands) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
+
+
+def arithmetic_problem(
+    rng: random.Random,
+    max_operand: int = 99,
+    operations: list[str] | tuple[str, ...] = ("+", "-", "*"),
+    min_terms: int = 2,
+    max_terms: int = 3,
+) -> dict[str, Any]:
+    """One problem with an exact integer answer: ``{"expression", "question", "answer"}``."""
+    terms = rng.randint(min_terms, max_terms)
+    parts = [str(rng.randint(1, max_operand))]
+    for _ in range(terms - 1):
+        parts += [rng.choice(list(operations)), str(rng.randint(1, max_operand))]
+    expression = " ".join(parts)
+    answer = _evaluate(parts)
+    question = f"What is {expression}? Put the final answer in \\boxed{{}}."
+    return {"expression": expression, "question": question, "answer": answer}
+
+
+def _evaluate(parts: list[str]) -> int:
+    """Integer arithmetic with the usual precedence (* before + and -), no eval()."""
+    values = [int(parts[0])]
+    ops: list[str] = []
+    for op, value in zip(parts[1::2], parts[2::2], strict=True):
+        if op == "*":
+            values[-1] *= int(value)
+        else:
+            ops.append(op)
+            values.append(int(value))
+    total = values[0]
+    for op, value in zip(ops, values[1:], strict=True):
+        total = total + value if op == "+" else total - value
+    return total
+
+
+def _story(rng: random.Random) -> str:
+    name, animal, place = rng.choice(NAMES), rng.choice(ANIMALS), rng.choice(PLACES)
+    a, b = rng.randint(2, 9), rng.randint(1, 9)
+    obj, mood = rng.choice(OBJECTS), rng.choice(MOODS)
+    return (
+        f"{name} walked to the {place} with a {animal}. "
+        f"{name} had {number_words(a)} {obj} and found {number_words(b)} more. "
+        f"Now {name} had {number_words(a + b)} {obj}. The {animal} was {mood}, "
+        f"and they went home before dark."
+    )
+
+
+def _fact(rng: random.Random) -> str:
+    country, capital = rng.choice(CAPITALS)
+    style = rng.randint(0, 2)
+    if style == 0:
+        return f"The capital of {country} is {capital}."
+    if style == 1:
+        return (
+            f"{capital} is the capital city of {country}. Many people visit {capital} every year."
+        )
+    n = rng.randint(0, 999)
+    return f"The number {n} is written as {number_words(n)}. It comes after {n - 1}."
+
+
+def _math_line(rng: random.Random) -> str:
+    problem = arithmetic_problem(rng, 20, ("+", "-", "*"), 2, 2)
+    a, op, b = problem["expression"].split()
+    words = f"{number_words(int(a))} {OP_WORDS[op]} {number_words(int(b))}"
+    answer = number_words(problem["answer"])
+    return f"{problem['expression']} = {problem['answer']}. In words: {words} is {answer}."
+
+
+def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 3000) -> dict[str, list[dict]]:
+    rng = random.Random(seed)
+    story_rows = []
+    for i in range(stories):
+        parts = [
+            _story(rng) if rng.random() < 0.6 else _fact(rng) for _ in range(rng.randint(2, 5))
+        ]
+        story_rows.append({"id": f"story-{i}", "text": " ".join(parts)})
+    math_rows = []
+    for i in range(math):
+        lines = [_math_line(rng) for _ in range(rng.randint(2, 6))]
+        math_rows.append({"id": f"math-{i}", "text": "\n".join(lines)})
+    return {"stories": story_rows, "math": math_rows}
+
+
+def _chat(rng: random.Random, i: int) -> dict[str, Any]:
+    kind = i % 5
+    system = [{"role": "system", "content": "You are a concise, helpful assistant."}]
+    if kind == 0:  # plain arithmetic, no reasoning
+        p = arithmetic_problem(rng, 30, ("+", "-"), 2, 2)
+        msgs = [
+            {"role": "user", "content": f"What is {p['expression']}?"},
+            {"role": "assistant", "content": f"{p['expression']} = {p['answer']}."},
+        ]
+        return {"messages": (system if rng.random() < 0.5 else []) + msgs}
+    if kind == 1:  # arithmetic with reasoning
+        p = arithmetic_problem(rng, 50, ("+", "-", "*"), 2, 3)
+        reasoning = f"I need {p['expression']}. Working it out gives {p['answer']}."
+        answer = {"role": "assistant", "content": f"\\boxed{{{p['answer']}}}"}
+        answer["reasoning_content"] = reasoning
+        return {"messages": [{"role": "user", "content": p["question"]}, answer]}
+    if kind == 2:  # capitals, two user turns, reasoning on both
+        (c1, k1), (c2, k2) = rng.sample(CAPITALS, 2)
+        return {"messages": system + [
+            {"role": "user", "content": f"What is the capital of {c1}?"},
+            {"role": "assistant", "content": f"The capital of {c1} is {k1}.",
+             "reasoning_content": f"{c1}: its capital is {k1}."},
+            {"role": "user", "content": f"And of {c2}?"},
+            {"role": "assistant", "content": f"The capital of {c2} is {k2}.",
+             "reasoning_content": f"Now {c2}. Its capital is {k2}."},
+        ]}  # fmt: skip
+    if kind == 3:  # tool call with a calculator
+        a, b = rng.randint(11, 99), rng.randint(11, 99)
+        expr = f"{a} * {b}"
+        args = json.dumps({"expression": expr})
+        return {"tools": [CALCULATOR], "messages": [
+            {"role": "user", "content": f"Use the calculator: what is {expr}?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "calculator", "arguments": args}}]},
+            {"role": "tool", "name": "calculator", "content": str(a * b)},
+            {"role": "assistant", "content": f"{expr} = {a * b}."},
+        ]}  # fmt: skip
+    n = rng.randint(0, 999)  # number words, multi-turn without reasoning
+    m = rng.randint(0, 99)
+    return {"messages": [
+        {"role": "user", "content": f"Write {n} in words."},
+        {"role": "assistant", "content": number_words(n)},
+        {"role": "user", "content": f"And {m}?"},
+        {"role": "assistant", "content": number_words(m)},
+    ]}  # fmt: skip
+
+
+def chat_rows(seed: int = 1, count: int = 1500) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [{"id": f"chat-{i}", **_chat(rng, i)} for i in range(count)]
+
+
+def rl_rows(seed: int = 2, count: int = 200) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        question = (
+            f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now? "
+            "Put the final answer in \\boxed{}."
+        )
+        rows.append({"id": f"word-{i}", "question": question, "expected_answer": str(a + b)})
+    return rows
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def write_tiny_datasets(root: Path) -> list[Path]:
+    root = Path(root)
+    pre = pretrain_rows()
+    files = {
+        root / "pretrain" / "stories.jsonl": _jsonl(pre["stories"]),
+        root / "pretrain" / "math.jsonl.gz": gzip.compress(_jsonl(pre["math"]), mtime=0),
+        root / "sft" / "chat.jsonl": _jsonl(chat_rows()),
+        root / "rl" / "problems.jsonl": _jsonl(rl_rows()),
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return list(files)
+
+
+def write_tiny_tokenizer(dest: Path, vocab_size: int = 4096) -> Path:
+    """Train the shipped byte-level BPE on the tiny pretrain and chat text."""
+    from nemotron.data.schema import TokenizerTrainSpec
+    from nemotron.data.tokenizer import default_tokenizer_config, train_byte_level_bpe
+
+    pre = pretrain_rows()
+    texts = [r["text"] for r in pre["stories"] + pre["math"]]
+    for row in chat_rows():
+        texts += [m.get("content") or "" for m in row["messages"]]
+        texts += [m.get("reasoning_content") or "" for m in row["messages"]]
+    spec = TokenizerTrainSpec(vocab_size=vocab_size)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tokenizer.json").write_text(train_byte_level_bpe(texts, spec), encoding="utf-8")
+    config = default_tokenizer_config(spec.special_tokens)
+    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return dest
+
+
+def main(argv: list[str]) -> int:
+    from nemotron.data.locate import repo_root
+
+    root = Path(argv[0]) if argv else repo_root() / "configs" / "datasets" / "tiny"
+    for path in write_tiny_datasets(root):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    tok = write_tiny_tokenizer(repo_root() / "configs" / "tokenizers" / "tiny-bpe")
+    print(f"wrote {tok}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
