@@ -49,9 +49,8 @@ ACCOUNT = "nemotron"
 PARTITION = "debug"
 NODE = "localhost"
 ENABLE_HINT = (
-    "run `NEMOTRON_SLURM_TESTS=1 uv run pytest -m slurm` as root (installs the Debian packages "
-    "when missing), or start one with `scripts/slurm-cluster up [DIR]` and set "
-    "NEMOTRON_SLURM_DIR=DIR"
+    "run `NEMOTRON_SLURM_TESTS=1 uv run pytest -m slurm` as root (installs Slurm when missing), "
+    "or first `scripts/slurm-cluster up`"
 )
 
 
@@ -361,7 +360,7 @@ MpiDefault=none
 ReturnToService=2
 KillWait=2
 InactiveLimit=0
-MinJobAge=300
+MinJobAge=5
 SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
@@ -568,6 +567,15 @@ def _start_slurm_daemon(d: Path, name: str, argv: list[str]) -> None:
     _spawn(argv, d, f"{name}.out", env=_client_env(d))
 
 
+def cluster_running(dir: str | os.PathLike | None = None) -> bool:
+    """True when every daemon of the cluster in ``dir`` runs and its node takes jobs."""
+    d = Path(dir or default_dir()).absolute()
+    if not (d / "etc" / "slurm.conf").exists():
+        return False
+    d = d.resolve()
+    return all(daemon_pids(d).values()) and _ctld_up(d) and _node_ready(d)
+
+
 def start_cluster(
     dir: str | os.PathLike | None = None,
     *,
@@ -591,7 +599,7 @@ def start_cluster(
         stop_cluster(d)
         _wipe_state(d)
     before = daemon_pids(d)
-    if all(before.values()) and _ctld_up(d) and _node_ready(d):
+    if cluster_running(d):
         meta = json.loads(_paths(d)["meta"].read_text())
         return Cluster(dir=d, ports=meta["ports"], started=False)
     _kill_strays(d, before)
