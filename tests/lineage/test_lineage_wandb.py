@@ -125,3 +125,69 @@ def test_sync_selects_unsynced_records(root, tmp_path):
     assert only.output.count("would push") == 1
     lone = runner.invoke(app, ["sync", "--entity", "team", "--db", db])
     assert isinstance(lone.exception, UserError)
+
+
+class _OnlineRun:
+    """Stands in for a wandb Run online (no W&B server here): checks every call against the
+    real ``wandb.Run`` signatures and behaves like a server that has only the names it was given.
+    """
+
+    def __init__(self, known: set[str]):
+        import wandb
+
+        self.known, self.calls, self.sdk = known, [], wandb.Run
+
+    def _check(self, method: str, *args, **kwargs) -> None:
+        import inspect
+
+        inspect.signature(getattr(self.sdk, method)).bind(self, *args, **kwargs)
+        self.calls.append((method, args, kwargs))
+
+    def use_artifact(self, artifact_or_name, type=None, aliases=None):  # noqa: A002
+        self._check("use_artifact", artifact_or_name, type=type, aliases=aliases)
+        if isinstance(artifact_or_name, str) and artifact_or_name not in self.known:
+            raise ValueError(f"artifact {artifact_or_name} not found")
+
+    def log_artifact(self, artifact, aliases=None):
+        self._check("log_artifact", artifact, aliases=aliases)
+        return _Logged(self, artifact.name)
+
+
+class _Logged:
+    def __init__(self, run: _OnlineRun, name: str):
+        self.run, self.qualified_name = run, f"team/project/{name}:v7"
+
+    def wait(self, timeout=None):
+        import inspect
+
+        import wandb
+
+        inspect.signature(wandb.Artifact.wait).bind(self, timeout)
+        self.run.calls.append(("wait", (timeout,), {}))
+
+
+def test_online_push_uses_inputs_by_version_alias_and_falls_back(root, wandb_dir):
+    from nemotron.lineage import wandb_mirror
+
+    with Store.open(root / "lineage.db") as store:
+        data = prep_pretrain_data(store, root)
+        plain = store.resolve(str(root))  # a plain path input: not declared to W&B
+        model = train(store, root, "pretrain", {"data": data, "extra": plain}, 1, {})
+        run = _OnlineRun(known={"nano3-pretrain-data-tiny:nemotron-v0"})
+        pushed = wandb_mirror._push(run, store, model, offline=False)
+        assert pushed.mirror.status == "synced"
+        assert pushed.mirror.url == "team/project/nano3-pretrain-model-tiny:v7"
+        used = [c for c in run.calls if c[0] == "use_artifact"]
+        assert used == [("use_artifact", ("nano3-pretrain-data-tiny:nemotron-v0",),
+                         {"type": "pretrain-data", "aliases": None})]
+        logged = [c for c in run.calls if c[0] == "log_artifact"]
+        assert logged[0][1][0].name == "nano3-pretrain-model-tiny"
+        assert logged[0][2]["aliases"] == ["latest", "nemotron-v0"]
+        assert ("wait", (120,), {}) in run.calls
+
+        fresh = _OnlineRun(known=set())  # the input never reached W&B: built from its record
+        wandb_mirror._push(fresh, store, model, offline=False)
+        (_, fallback) = [c for c in fresh.calls if c[0] == "use_artifact"]
+        draft = fallback[1][0]
+        assert (draft.name, draft.type, fallback[2]["aliases"]) == (
+            "nano3-pretrain-data-tiny", "pretrain-data", ["nemotron-v0"])

@@ -181,7 +181,7 @@ def _push(run: Any, store: Store, artifact: Artifact, offline: bool) -> Artifact
     logged = run.log_artifact(draft, aliases=aliases)
     if offline:
         return store.set_mirror(artifact, "offline", url=_run_dir(run))
-    logged.wait(timeout=_timeout() * 4)
+    logged.wait(timeout=int(_timeout() * 4))
     return store.set_mirror(artifact, "synced", url=getattr(logged, "qualified_name", None))
 
 
