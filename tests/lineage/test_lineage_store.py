@@ -296,3 +296,10 @@ def test_an_unwritable_location_is_a_user_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create the folder"):
         Store.open(blocker / "sub" / "lineage.db")
+
+
+def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
+    db = tmp_path / "lineage.db"
+    db.write_bytes(b"this is a text file, not SQLite" * 100)
+    with pytest.raises(UserError, match="damaged"):
+        Store.open(db)

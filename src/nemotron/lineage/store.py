@@ -176,6 +176,18 @@ def _is_busy(err: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+_ENVIRONMENT_ERRORS = (
+    "locked", "busy", "disk i/o", "readonly", "read-only", "unable to open", "locking protocol",
+    "disk is full", "not a database",
+)
+
+
+def _environmental(err: sqlite3.Error) -> bool:
+    """Errors that come from the file or filesystem (the user can fix), not from our SQL."""
+    text = str(err).lower().replace("read only", "readonly")
+    return any(marker in text for marker in _ENVIRONMENT_ERRORS)
+
+
 def _lock_error(db: Path, err: sqlite3.Error) -> UserError:
     text = str(err)
     if "readonly" in text.replace(" ", "").lower():
@@ -246,10 +258,15 @@ class Store:
             store._prepare()
         except sqlite3.DatabaseError as err:
             conn.close()
-            if isinstance(err, sqlite3.OperationalError) or "malformed" not in str(err):
-                raise _lock_error(db, err) from None
-            raise UserError(f"the lineage database {db} is damaged: {err}",
-                            hint="restore it from a backup or move it away") from None
+            if "malformed" in str(err) or "not a database" in str(err):
+                raise UserError(f"the lineage database {db} is damaged: {err}",
+                                hint="restore it from a backup or move it away") from None
+            if not _environmental(err):
+                raise
+            raise _lock_error(db, err) from None
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     def _prepare(self) -> None:
@@ -338,6 +355,8 @@ class Store:
         try:
             return self._retry(attempt)
         except sqlite3.OperationalError as err:
+            if not _environmental(err):
+                raise
             raise _lock_error(self.db, err) from None
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -349,6 +368,8 @@ class Store:
         try:
             return self._retry(attempt)
         except sqlite3.OperationalError as err:
+            if not _environmental(err):
+                raise
             raise _lock_error(self.db, err) from None
 
     # -- writing records
