@@ -42,11 +42,15 @@ RefArgument = Annotated[
 
 
 def _store() -> Store:
-    """The store of the default location ($NEMOTRON_HOME/artifacts/lineage.db)."""
-    from nemotron.lineage import Store, default_paths
+    """The store env.toml's [artifacts] names (default $NEMOTRON_HOME/artifacts/lineage.db)."""
+    from nemotron.launch.plan import artifact_paths, nemotron_home
+    from nemotron.lineage import Store
+    from nemotron.profiles import load_env
 
-    _, db = default_paths(None)
-    return Store.open(db)
+    env = load_env()
+    _, db = artifact_paths(env, nemotron_home(env.profile("local")))
+    wandb = env.wandb.model_dump(exclude_none=True) if env.wandb else None
+    return Store.open(db, wandb=wandb)
 
 
 def _open(db: Path | None) -> Store:
@@ -351,6 +355,13 @@ def sync(
     elif entity or base_url:
         raise UserError("--entity and --base-url go with --project",
                         hint="nemotron artifacts sync --project P --entity E")
+    else:
+        from nemotron.profiles import load_env
+
+        env = load_env()
+        if env.wandb is not None and env.wandb.mode != "disabled":
+            target = env.wandb.model_dump(include={"project", "entity", "base_url"},
+                                          exclude_none=True)
     with _open(db) as store:
         try:
             report = wandb_mirror.sync(store, target=target, names=name, dry_run=dry_run)

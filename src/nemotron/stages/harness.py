@@ -72,7 +72,7 @@ def execute(job: Job, run: RunFn) -> int:
     from nemotron.lineage import Store
 
     load_secrets(job)
-    store = Store.open(Path(job.lineage.db))
+    store = Store.open(Path(job.lineage.db), wandb=job.lineage.wandb)
     if len(job.outputs) != 1:
         raise UserError(f"job {job.job.id}: a stage has exactly one output, got {len(job.outputs)}")
     (out,) = job.outputs.values()
