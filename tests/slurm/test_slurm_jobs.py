@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from nemotron.errors import UserError
 from nemotron.launch.slurm import (
     SlurmTask,
     cancel_blocked,
@@ -29,6 +32,10 @@ def finish(job, timeout=60, **kwargs):
     return wait_for_job(job.job_id, record=job.record, timeout=timeout, poll=0.3, **kwargs)
 
 
+def finish_id(job_id, timeout=60):
+    return wait_for_job(job_id, timeout=timeout, poll=0.3)
+
+
 def poll_until(predicate, timeout=30, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,7 +50,7 @@ def test_exit_codes_states_and_logs(home, local_profile):
     executor = slurm_executor(local_profile, home)
     ok, bad = submit(
         [
-            SlurmTask("ok", ["bash", "-c", "echo out-ok"], executor),
+            SlurmTask("ok", [sys.executable, "-m", "platform"], executor),
             SlurmTask("bad", ["bash", "-c", "echo out-bad; exit 3"], executor),
         ],
         home=home,
@@ -51,6 +58,7 @@ def test_exit_codes_states_and_logs(home, local_profile):
     )
     assert ok.job_id != bad.job_id
     assert (finish(ok).state, finish(ok).exit_code) == ("COMPLETED", 0)
+    assert platform.platform() in Path(job_logs(load_record(ok.record))[0]).read_text()
     failed = finish(bad)
     assert (failed.state, failed.exit_code) == ("FAILED", 3)
 
@@ -59,6 +67,26 @@ def test_exit_codes_states_and_logs(home, local_profile):
     command_log, batch_log = job_logs(record)
     assert Path(command_log).read_text() == "out-bad\n"
     assert "job exited with code 3" in Path(batch_log).read_text()
+
+
+def test_refused_sbatch_is_a_user_error_and_cancels_what_was_submitted(
+    home, local_profile, slurm_cluster
+):
+    good = slurm_executor(local_profile, home)
+    bad = slurm_executor({**local_profile, "account": "no-such-account"}, home)
+    with pytest.raises(UserError) as caught:
+        submit(
+            [
+                SlurmTask("first", ["sleep", "300"], good),
+                SlurmTask("second", ["true"], bad, after=("first",)),
+            ],
+            home=home,
+            title="refused",
+        )
+    assert "Invalid account" in caught.value.message
+    assert "cancelled the jobs already submitted" in caught.value.hint
+    first_id = caught.value.hint.rpartition("(")[2].rstrip(")")
+    assert finish_id(first_id).state == "CANCELLED"
 
 
 def test_dry_run_script_is_exactly_the_submitted_one(home, local_profile):
@@ -176,11 +204,15 @@ def test_status_survives_the_scheduler_forgetting_the_job(home, local_profile, s
     (job,) = submit([SlurmTask("quick", ["true"], executor)], home=home, title="forget")
     assert finish(job).state == "COMPLETED"
 
-    slurm_cluster.forget_job(job.job_id)  # as an accounting purge would
-    # the controller forgets finished jobs after MinJobAge (5 s on the test cluster)
-    poll_until(lambda: job_state(job.job_id).source == "none", timeout=40, what="purge")
+    slurm_cluster.forget_job(job.job_id)  # controller (MinJobAge) and accounting (purge) forget
 
     assert job_state(job.job_id).state == "UNKNOWN"
+    # NeMo-Run alone falls back to whatever it saved at submission (SUBMITTED or PENDING)
+    from nemotron.launch.nemorun import import_nemo_run
+
+    experiment = import_nemo_run().Experiment.from_id(job.experiment_id)
+    with detached_stdin():
+        assert str(experiment.status(return_dict=True)["quick"]["status"]) != "SUCCEEDED"
     remembered = job_state(job.job_id, record=job.record)
     assert (remembered.state, remembered.exit_code, remembered.source) == (
         "COMPLETED", 0, "record",

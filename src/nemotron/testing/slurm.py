@@ -93,8 +93,19 @@ class Cluster:
     def status(self) -> dict[str, int | None]:
         return daemon_pids(self.dir)
 
-    def forget_job(self, job_id: str) -> None:
-        """Delete a job's accounting rows, as a ``PurgeJobAfter`` purge would (sacct forgets it)."""
+    def forget_job(self, job_id: str, timeout: float = 40) -> None:
+        """Make the cluster forget a finished job, as MinJobAge plus a ``PurgeJobAfter`` purge do.
+
+        Waits until the controller has dropped the job from memory (MinJobAge, 5 s here) and
+        only then deletes its accounting rows: until then the controller keeps sending slurmdbd
+        updates about the job, which would write the rows again.
+        """
+        argv = ["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "State"]
+        _wait(
+            f"the controller to forget job {job_id}",
+            lambda: not self.run("scontrol", "show", "job", "-o", str(job_id), check=False),
+            timeout,
+        )
         table = f"{self.name}_job_table"
         step_table = f"{self.name}_step_table"
         sql = (
@@ -102,6 +113,8 @@ class Cluster:
             f"WHERE j.id_job = {int(job_id)}; DELETE FROM {table} WHERE id_job = {int(job_id)};"
         )
         _sql(self.dir, sql, database="slurm_acct_db")
+        if self.run(*argv, check=False).strip():
+            raise ClusterError(f"sacct still knows job {job_id} after deleting its rows")
 
 
 # ---------------------------------------------------------------------------------------------
