@@ -22,6 +22,7 @@ from nemotron.launch.slurm import (
     sbatch_script,
     slurm_executor,
     submit,
+    usable_dependencies,
     wait_for_job,
 )
 
@@ -197,6 +198,30 @@ def test_kill_on_invalid_dep_by_default_and_afterany(home, local_profile):
     record = load_record(after_any.record)
     assert f"--dependency=afterany:{upstream.job_id}" in record.submit_command
     assert Path(job_logs(record)[0]).read_text() == "ran anyway\n"
+
+
+def test_only_live_upstream_jobs_become_dependencies(home, local_profile):
+    executor = slurm_executor(local_profile, home)
+    running, done, failed = submit(
+        [
+            SlurmTask("running", ["sleep", "300"], executor),
+            SlurmTask("done", ["true"], executor),
+            SlurmTask("failed", ["false"], executor),
+        ],
+        home=home,
+        title="upstream",
+    )
+    finish(done), finish(failed)
+    records = {job.job_id: job.record for job in (running, done, failed)}
+    keep = usable_dependencies([running.job_id, done.job_id], records=records)
+    assert keep == [running.job_id]  # a COMPLETED upstream already satisfied afterok
+    with pytest.raises(UserError) as caught:
+        usable_dependencies([running.job_id, failed.job_id], records=records)
+    assert f"job {failed.job_id} is FAILED" in caught.value.message
+    assert usable_dependencies(
+        [failed.job_id, running.job_id], dependency_type="afterany", records=records
+    ) == [running.job_id]
+    cancel_job(running.job_id)
 
 
 def test_status_survives_the_scheduler_forgetting_the_job(home, local_profile, slurm_cluster):

@@ -667,6 +667,40 @@ def cancel_blocked(
     return cancelled
 
 
+def usable_dependencies(
+    job_ids: Sequence[str],
+    *,
+    dependency_type: str = "afterok",
+    shell: SlurmShell | None = None,
+    records: Mapping[str, str | os.PathLike] | None = None,
+) -> list[str]:
+    """The upstream job ids a new job may name in ``--dependency``.
+
+    Slurm treats a dependency on a job its controller no longer knows (finished more than
+    MinJobAge ago, or a wrong id) as satisfied and starts the job at once, even with afterok on
+    a job that failed. So before depending on an existing job: keep it if it is still pending
+    or running, drop it if it already satisfied the dependency, and refuse otherwise.
+    """
+    keep = []
+    for job_id in job_ids:
+        state = job_state(job_id, shell=shell, record=(records or {}).get(job_id))
+        if state.state == "UNKNOWN":
+            raise UserError(
+                f"upstream Slurm job {job_id} is unknown to the cluster and to our records",
+                hint="run the upstream stage again instead of depending on it",
+            )
+        if not state.terminal and not state.blocked:
+            keep.append(job_id)
+        elif state.blocked or (dependency_type == "afterok" and state.state != "COMPLETED"):
+            raise UserError(
+                f"upstream Slurm job {job_id} is {state.state}"
+                f"{' (' + state.reason + ')' if state.reason else ''}; a job depending on it "
+                f"({dependency_type}) would never run",
+                hint="fix and rerun the upstream stage, or use dependency_type = 'afterany'",
+            )
+    return keep
+
+
 def wait_for_job(
     job_id: str,
     *,
