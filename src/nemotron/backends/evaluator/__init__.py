@@ -147,3 +147,20 @@ def wait_done(invocation: str, timeout_s: float, poll_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"evaluation {invocation} still running after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+def describe(cfg, entry: str, stage: str) -> list[str]:
+    """What the node will run, for a dry-run (pure; placeholders for node-side paths)."""
+    from nemotron.backends.evaluator.translate import (
+        deploy_command,
+        deployment_settings,
+        endpoint_url,
+        launcher_config,
+    )
+
+    settings = deployment_settings(cfg, "megatron")
+    cmd = deploy_command(cfg, settings, "<model>", gpus=8)
+    hydra, overrides = launcher_config(cfg, settings, endpoint_url(settings), "<out>/launcher")
+    tasks = ", ".join(t["name"] for t in overrides["evaluation"]["tasks"])
+    return [("serve: " + " ".join(cmd)) if cmd else f"endpoint: {settings['url']}",
+            f"nemo-evaluator-launcher run_eval({' '.join(hydra)}): {tasks}"]

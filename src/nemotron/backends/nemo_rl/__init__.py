@@ -147,3 +147,16 @@ def rl_metadata(spec: dict[str, Any], job, work_dir: Path) -> dict[str, Any]:
         "extra": {"recipe": target["recipe"], "layout": "nemo-rl",
                   "config": "grpo.yaml", "policy_init": spec["overrides"]["policy.model_name"]},
     }
+
+
+def describe(cfg, entry: str, stage: str) -> list[str]:
+    """What the node will run, for a dry-run (pure; placeholders for node-side paths)."""
+    from nemotron.backends.nemo_rl.translate import RlInputs, to_nemo_rl
+
+    inputs = RlInputs(out_dir="<out>", model="<model as HF>", train="<data>/train.jsonl",
+                      validation="<data>/validation.jsonl", sif_dir="<NEMOTRON_SIF_DIR>")
+    spec = to_nemo_rl(cfg, inputs)
+    target = spec["target"]
+    return [f"NeMo-RL {target['version']} @ {target['nemo_rl_commit'][:10]}: "
+            f"{spec['base_recipe']} + {len(spec['overrides'])} overrides (<out>/grpo.yaml)",
+            f"python <nemo-rl>/{spec['entry']} --config <out>/grpo.yaml  (joins the Ray cluster)"]
