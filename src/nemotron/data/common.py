@@ -174,6 +174,18 @@ def sweep(work_dir: Path, folder: str, keep: set[str]) -> int:
     return removed
 
 
+def sweep_tmp(work_dir: Path) -> int:
+    """Delete temporary files that killed attempts left anywhere in the output folder.
+
+    Called by finalize once every unit is done (no other task is writing any more)."""
+    removed = 0
+    for path in list(work_dir.rglob("*.tmp.*")):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def merge_bad(receipts: list[dict[str, Any]]) -> dict[str, Any]:
     merged = {"bad": 0, "repaired": 0, "empty": 0, "examples": []}
     for receipt in receipts:

@@ -371,6 +371,7 @@ def _finalize(state: RunState) -> PretrainPrepResult:
         "shards": shards,
         "files": files + tokenizer_files,
     }
+    common.sweep_tmp(state.work_dir)
     _write_blend(state, manifest)
     atomic_write_json(state.work_dir / MANIFEST, manifest)
     result = _result(state, manifest, reused=False)

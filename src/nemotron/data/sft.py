@@ -296,6 +296,7 @@ def prepare(
     if not cfg.force:
         manifest = common.manifest_complete(state.work_dir, state.run_key)
         if manifest is not None:
+            _drop_intermediates(state.work_dir)  # in case a kill came right after the manifest
             return _result(state, manifest, reused=True)
     if rank == 0:
         (state.work_dir / MANIFEST).unlink(missing_ok=True)
@@ -347,7 +348,6 @@ def _shared(cfg: SftPrepConfig, state: RunState) -> dict[str, Any]:
 
 
 def _finalize(state: RunState) -> SftPrepResult:
-    import shutil
 
     cfg: SftPrepConfig = state.cfg
     tok = state.extra["tokenizer"]
@@ -431,8 +431,9 @@ def _finalize(state: RunState) -> SftPrepResult:
         "datasets": datasets,
         "files": files,
     }
+    common.sweep_tmp(state.work_dir)
     atomic_write_json(state.work_dir / MANIFEST, manifest)
-    shutil.rmtree(state.work_dir / UNITS_DIR, ignore_errors=True)  # intermediates, now packed
+    _drop_intermediates(state.work_dir)  # intermediates, now packed
     result = _result(state, manifest, reused=False)
     _summary(result, state)
     return result
@@ -545,6 +546,12 @@ def _list_array(pa: Any, offsets: Any, values: Any, value_type: Any) -> Any:
     return pa.ListArray.from_buffers(
         pa.list_(value_type), len(offsets) - 1, [None, pa.py_buffer(offsets)], children=[child]
     )
+
+
+def _drop_intermediates(work_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(work_dir / UNITS_DIR, ignore_errors=True)
 
 
 def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> SftPrepResult:
