@@ -26,16 +26,8 @@ def pretrain(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         blend = read_blend(Path(data.path), (cfg.data or {}).get("blend") or
                            data_meta.get("blend") or "blend.json")
     own = work_dir / "checkpoints"
-    base, resume = None, None
-    previous = previous_model(job, cfg)
-    if has_checkpoint(own):
-        resume = str(own)
-    elif previous is not None:
-        path, step = previous
-        if step is not None and step < cfg.train.train_iters:
-            resume = path  # the same run continues (phase 2): iteration and optimizer carry on
-        else:
-            base = path  # a new run from these weights (long context): fresh iteration count
+    base, resume = starting_point(str(own) if has_checkpoint(own) else None,
+                                  previous_model(job, cfg), cfg.train.train_iters)
     inputs = BridgeInputs(
         out_dir=str(work_dir), blend=blend, tokenizer=data_meta.get("tokenizer"),
         base_checkpoint=base, resume_checkpoint=resume, **wandb_inputs(job),
@@ -71,6 +63,25 @@ def sft(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- inputs
+def starting_point(own: str | None, previous: tuple[str, int | None] | None, train_iters: int
+                   ) -> tuple[str | None, str | None]:
+    """(base, resume) checkpoints of a pretraining run.
+
+    A checkpoint of this run's own (a retry) always resumes. Otherwise a previous model whose
+    saved step is below ``train_iters`` is the same run continuing (phase 2 after phase 1:
+    iteration count and optimizer state carry on); any other previous model only provides
+    weights for a new run (long context after phase 2: fresh iteration count and optimizer).
+    """
+    if own:
+        return None, own
+    if previous is None:
+        return None, None
+    path, step = previous
+    if step is not None and step < train_iters:
+        return None, path
+    return path, None
+
+
 def read_blend(data_dir: Path, name: str) -> dict[str, Any]:
     path = Path(name) if os.path.isabs(name) else data_dir / name
     try:
