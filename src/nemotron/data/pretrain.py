@@ -55,31 +55,34 @@ class PretrainPrepResult:
     bad_rows: int
     manifest_sha256: str
     config_hash: str
+    prefixes: dict[str, list[str]] = field(default_factory=dict)  # split -> relative prefixes
+    eod_id: int | None = None
     reused: bool = False
     elapsed_s: float = 0.0
     encode_s: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
-        """JSON-able description for the lineage store (paths relative to ``path``)."""
+        """The ``pretrain-data`` lineage metadata (paths relative to the artifact folder)."""
         return {
-            "kind": "pretrain-data",
-            "format": FORMAT_VERSION,
             "blend": BLEND,
-            "manifest": MANIFEST,
+            "prefixes": self.prefixes,
+            "tokens": {s: c["tokens"] for s, c in self.splits.items() if c["tokens"]},
+            "documents": {s: c["docs"] for s, c in self.splits.items() if c["docs"]},
             "tokenizer": TOKENIZER_DIR,
             "dtype": self.dtype,
-            "vocab_size": self.vocab_size,
-            "documents": self.documents,
-            "tokens": self.tokens,
-            "splits": self.splits,
-            "datasets": self.datasets,
-            "num_shards": self.num_shards,
-            "bad_rows": self.bad_rows,
-            "manifest_sha256": self.manifest_sha256,
-            "config_hash": self.config_hash,
-            "reused": self.reused,
-            "elapsed_s": round(self.elapsed_s, 3),
+            "extra": {
+                "format": FORMAT_VERSION,
+                "manifest": MANIFEST,
+                "manifest_sha256": self.manifest_sha256,
+                "config_hash": self.config_hash,
+                "vocab_size": self.vocab_size,
+                "eod_id": self.eod_id,
+                "num_shards": self.num_shards,
+                "bad_rows": self.bad_rows,
+                "datasets": self.datasets,
+                "reused": self.reused,
+                "elapsed_s": round(self.elapsed_s, 3),
+            },
         }
 
 
@@ -438,6 +441,12 @@ def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> Pretrain
         bad_rows=bad,
         manifest_sha256=digest,
         config_hash=manifest["config_hash"],
+        prefixes={
+            split: [s["prefix"] for s in manifest["shards"] if s["split"] == split]
+            for split in SPLIT_NAMES
+            if manifest["splits"][split]["docs"]
+        },
+        eod_id=manifest["tokenizer"]["eod_id"],
         reused=reused,
         elapsed_s=elapsed,
         encode_s=state.unit_seconds,

@@ -58,18 +58,20 @@ class RlPrepResult:
     elapsed_s: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
+        """The ``rl-data`` lineage metadata (files relative to the artifact folder)."""
         return {
-            "kind": "rl-data",
-            "format": FORMAT_VERSION,
-            "manifest": MANIFEST,
-            "files": self.files,
-            "rows": self.rows,
-            "datasets": self.datasets,
-            "bad_rows": self.bad_rows,
-            "manifest_sha256": self.manifest_sha256,
-            "config_hash": self.config_hash,
-            "reused": self.reused,
-            "elapsed_s": round(self.elapsed_s, 3),
+            "splits": {s: f for s, f in self.files.items() if f},
+            "records": {s: n for s, n in self.rows.items() if n},
+            "extra": {
+                "format": FORMAT_VERSION,
+                "manifest": MANIFEST,
+                "manifest_sha256": self.manifest_sha256,
+                "config_hash": self.config_hash,
+                "datasets": self.datasets,
+                "bad_rows": self.bad_rows,
+                "reused": self.reused,
+                "elapsed_s": round(self.elapsed_s, 3),
+            },
         }
 
 

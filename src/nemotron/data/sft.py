@@ -64,29 +64,36 @@ class SftPrepResult:
     bad_rows: int
     manifest_sha256: str
     config_hash: str
+    packing: dict[str, Any]  # the train split's packing figures (Bridge's metadata keys)
     reused: bool = False
     elapsed_s: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
+        """The ``sft-data`` lineage metadata (paths relative to the artifact folder)."""
+        present = {s: info for s, info in self.splits.items() if info["rows"]}
         return {
-            "kind": "sft-data",
-            "format": FORMAT_VERSION,
-            "manifest": MANIFEST,
-            "packing_metadata": METADATA,
-            "tokenizer": TOKENIZER_DIR,
+            "parquet": {s: s for s in present},
             "pack_size": self.pack_size,
-            "splits": self.splits,
-            "datasets": self.datasets,
-            "conversations": self.conversations,
-            "sequences": self.sequences,
-            "tokens": self.tokens,
-            "dropped": self.dropped,
-            "truncated": self.truncated,
-            "bad_rows": self.bad_rows,
-            "manifest_sha256": self.manifest_sha256,
-            "config_hash": self.config_hash,
-            "reused": self.reused,
-            "elapsed_s": round(self.elapsed_s, 3),
+            "packing": {**self.packing, "metadata_file": METADATA},
+            "rows": {s: info["rows"] for s, info in present.items()},
+            "samples": {s: info["sequences"] for s, info in present.items()},
+            "tokenizer": TOKENIZER_DIR,
+            "chat_template": f"{TOKENIZER_DIR}/chat_template.jinja",
+            "extra": {
+                "format": FORMAT_VERSION,
+                "manifest": MANIFEST,
+                "manifest_sha256": self.manifest_sha256,
+                "config_hash": self.config_hash,
+                "splits": self.splits,
+                "datasets": self.datasets,
+                "conversations": self.conversations,
+                "tokens": self.tokens,
+                "dropped": self.dropped,
+                "truncated": self.truncated,
+                "bad_rows": self.bad_rows,
+                "reused": self.reused,
+                "elapsed_s": round(self.elapsed_s, 3),
+            },
         }
 
 
@@ -428,6 +435,7 @@ def _finalize(state: RunState) -> SftPrepResult:
             "sha256": state.extra["template_sha"],
         },
         "splits": splits,
+        "packing": {m["split"]: _bridge_keys(m) for m in split_meta},
         "datasets": datasets,
         "files": files,
     }
@@ -437,6 +445,11 @@ def _finalize(state: RunState) -> SftPrepResult:
     result = _result(state, manifest, reused=False)
     _summary(result, state)
     return result
+
+
+def _bridge_keys(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("packing_factor", "packing_efficiency", "max_samples_per_bin", "dataset_max_seqlen")
+    return {k: meta[k] for k in keys}
 
 
 def _load_parts(parts: list[Path]) -> tuple[list[Any], list[Any], Any, Any]:
@@ -578,6 +591,7 @@ def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> SftPrepR
         bad_rows=sum(d["bad_rows"]["bad"] for d in datasets.values()),
         manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
         config_hash=manifest["config_hash"],
+        packing=manifest["packing"].get("train", {}),
         reused=reused,
         elapsed_s=time.perf_counter() - state.t_start,
     )
