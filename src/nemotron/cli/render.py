@@ -51,7 +51,10 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
         console.print(f"[yellow]warning[/]   {escape(warning)}")
     for line in executor_lines(plan):
         console.print(escape(line))
-    console.print(f"backend   {plan.config.run.backend}")
+    if plan.stage.entry == "prep":
+        console.print("backend   nemotron.data (worker processes; Slurm tasks split the shards)")
+    else:
+        console.print(f"backend   {plan.config.run.backend}")
     console.print(f"job       {plan.job_id}  ({escape(str(plan.job_dir))})")
     console.print("\n[bold]command[/]")
     console.print("  " + escape(" ".join(plan.command())), soft_wrap=True)

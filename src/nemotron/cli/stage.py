@@ -34,6 +34,10 @@ def run_stage(family: Family, stage: Stage, opts: GlobalOptions, *, force: bool,
     from nemotron.launch.execute import execute, preflight
 
     preflight(plan)
+    if plan.decision == "skip":
+        console.print(f"[yellow]skip[/] {family.name} {stage.name} -c {plan.config_name}: "
+                      f"{plan.reason}")
+        return 0
     console.print(f"[bold]{family.name} {stage.name}[/] -c {plan.config_name} on profile "
                   f"[cyan]{plan.profile.name}[/] ({plan.profile.executor}) - job {plan.job_id}")
     code = execute(plan, attached=opts.attached, say=console.print)

@@ -432,7 +432,7 @@ def stage_fingerprint(stage: Stage, cfg: StageConfig) -> str | None:
         from nemotron.data import fingerprint
     except ImportError:
         return None
-    return fingerprint(cfg.data, kind=stage.outputs[0].kind)
+    return fingerprint(cfg.data)
 
 
 def open_store_if_exists(db: Path):
