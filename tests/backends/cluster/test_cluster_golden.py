@@ -75,10 +75,10 @@ def evaluator_spec(cfg) -> dict:
     )
 
     settings = deployment_settings(cfg, "megatron")
-    hydra, overrides = launcher_config(cfg, settings, endpoint_url(settings, "node001"),
-                                       "/run/out/launcher")
+    document = launcher_config(cfg, settings, endpoint_url(settings, "node001"),
+                               "/run/out/launcher")
     return {"deploy": deploy_command(cfg, settings, "/models/eval/checkpoints/iter_0000100", 8),
-            "hydra_overrides": hydra, "dict_overrides": overrides}
+            "launcher_run": document}
 
 
 def spec_for(family: str, stage_name: str, config: str) -> dict:

@@ -385,14 +385,15 @@ def test_eval_runs_the_launcher_against_an_endpoint_and_registers_scores(tmp_pat
 
     seen = {}
 
-    def fake_launch(hydra, overrides):
-        seen.update(hydra=hydra, overrides=overrides)
+    def fake_launch(config_file):
+        seen.update(yaml.safe_load(config_file.read_text()))
         task_dir = tmp_path / "out.partial/launcher/inv1/hellaswag/artifacts"
         task_dir.mkdir(parents=True)
         (task_dir / "results.yml").write_text(yaml.safe_dump(RESULTS))
         return "inv1"
 
     monkeypatch.setattr(backend, "launch", fake_launch)
+    monkeypatch.setattr(backend, "launcher_version", lambda: "0.1.50")
     monkeypatch.setattr(backend, "wait_done", lambda invocation, timeout_s: None)
     ckpt = megatron_checkpoint_dir(tmp_path / "m", 100)
     model = {"kind": "model", "path": str(ckpt.parent), "name": "nano3-rl-model",
@@ -402,8 +403,8 @@ def test_eval_runs_the_launcher_against_an_endpoint_and_registers_scores(tmp_pat
         ["eval.deployment.type=external", "eval.deployment.url=http://h:9/v1/completions"],
         inputs={"model": model})
     meta = backend.eval(job, cfg, work, tmp_path / "out")
-    assert seen["hydra"] == ["execution=local", "deployment=none"]
-    assert seen["overrides"]["target"]["api_endpoint"]["url"] == "http://h:9/v1/completions"
+    assert seen["defaults"] == [{"execution": "local"}, {"deployment": "none"}, "_self_"]
+    assert seen["target"]["api_endpoint"]["url"] == "http://h:9/v1/completions"
     assert meta["results"]["hellaswag"]["acc"] == 0.61
     assert meta["extra"]["checkpoint"] == str(ckpt / "iter_0000100")
     validate_metadata("eval-results", meta)
@@ -418,6 +419,50 @@ def test_shot_counts_in_task_names_must_agree():
         launcher_config(cfg, deployment_settings(cfg, "megatron"), "http://x", "/o")
     cfg = load_config("nano3", "eval", "default",
                       ["eval.tasks=[{name: gsm8k, num_fewshot: 8, limit: 50}]"])[1]
-    _, overrides = launcher_config(cfg, deployment_settings(cfg, "megatron"), "http://x", "/o")
-    assert overrides["evaluation"]["tasks"] == [{"name": "gsm8k", "nemo_evaluator_config": {
+    document = launcher_config(cfg, deployment_settings(cfg, "megatron"), "http://x", "/o")
+    assert document["evaluation"]["tasks"] == [{"name": "gsm8k", "nemo_evaluator_config": {
         "config": {"params": {"extra": {"num_fewshot": 8}, "limit_samples": 50}}}}]
+
+
+def test_run_config_adapts_to_the_launcher_dialect():
+    from tests.backends.cluster.test_cluster_golden import evaluator_spec
+
+    from nemotron.backends.evaluator.translate import for_launcher_version
+
+    document = evaluator_spec(load_config("nano3", "eval", "default")[1])["launcher_run"]
+    assert for_launcher_version(document, "0.1.50") is document
+    newer = for_launcher_version(document, "0.2.6")
+    assert newer["evaluation"]["env_vars"] == {"NEMOTRON_EVAL": "lit:1"}
+    assert "env_vars" not in document["evaluation"]  # the input is not modified
+
+
+@pytest.mark.parametrize("family", ["nano3", "super3"])
+def test_the_installed_launcher_accepts_the_run_config(family, tmp_path, monkeypatch):
+    """Compose and dry-run the config with nemo-evaluator-launcher itself (scripts only)."""
+    launcher = pytest.importorskip(
+        "nemo_evaluator_launcher", reason="nemo-evaluator-launcher is not installed here "
+        "(pip install nemo-evaluator-launcher to run this check)")
+    del launcher
+    import inspect
+    from importlib.metadata import version
+
+    from nemo_evaluator_launcher.api.functional import run_eval
+    from nemo_evaluator_launcher.api.types import RunConfig
+    from tests.backends.cluster.test_cluster_golden import evaluator_spec
+
+    from nemotron.backends.evaluator.translate import for_launcher_version
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    document = evaluator_spec(load_config(family, "eval", "default")[1])["launcher_run"]
+    document["execution"]["output_dir"] = str(tmp_path / "results")
+    path = tmp_path / "launcher_run.yaml"
+    path.write_text(yaml.safe_dump(for_launcher_version(
+        document, version("nemo-evaluator-launcher"))))
+    if "config" in inspect.signature(RunConfig.from_hydra).parameters:
+        cfg = RunConfig.from_hydra(config=str(path))
+    else:
+        cfg = RunConfig.from_hydra(config_name=path.stem, config_dir=str(path.parent))
+    assert [t.name for t in cfg.evaluation.tasks] == [
+        "adlr_mmlu", "adlr_arc_challenge_llama_25_shot", "adlr_winogrande_5_shot", "hellaswag",
+        "openbookqa"]
+    assert run_eval(cfg, dry_run=True)

@@ -1,17 +1,17 @@
 """The ``evaluator`` backend: NeMo Evaluator (nemo-evaluator-launcher) against a served model.
 
 :func:`eval` serves the input checkpoint on this node (see
-:mod:`~nemotron.backends.evaluator.translate`), waits until it answers its health check, runs
-``nemo_evaluator_launcher.api.functional.run_eval`` on the recipe's benchmark list with
-``deployment: none`` pointing at that endpoint, polls the invocation until every task is done,
-and turns each task's ``results.yml`` into ``{results: {task: {metric: value}}}``. Targets the
-launcher API of 0.1.x-0.2.x (``RunConfig.from_hydra(hydra_overrides=, dict_overrides=)``,
-``run_eval(cfg, dry_run)``, ``get_status([id])``). The launcher is imported only here.
+:mod:`~nemotron.backends.evaluator.translate`), waits until it answers its health check, writes
+the launcher run config (Hydra document: ``deployment: none`` pointing at that endpoint, the
+recipe's benchmark list), runs ``nemo_evaluator_launcher.api.functional.run_eval``, polls the
+invocation until every task is done, and turns each task's ``results.yml`` into
+``{results: {task: {metric: value}}}``. Targets the launcher API of 0.1.x-0.2.x
+(``RunConfig.from_hydra`` from a config file, whose keywords changed between them;
+``run_eval(cfg, dry_run)``; ``get_status([id])``). The launcher is imported only here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -26,10 +26,13 @@ DONE = {"success", "failed", "killed", "not_found", "error"}
 
 
 def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
+    import yaml
+
     from nemotron.backends.evaluator.translate import (
         deploy_command,
         deployment_settings,
         endpoint_url,
+        for_launcher_version,
         launcher_config,
         parse_results,
     )
@@ -53,10 +56,11 @@ def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         else:
             host = None
         url = endpoint_url(settings, host or "127.0.0.1")
-        hydra, overrides = launcher_config(cfg, settings, url, str(work_dir / "launcher"))
-        (work_dir / "launcher_overrides.json").write_text(
-            json.dumps({"hydra": hydra, "dict": overrides}, indent=1))
-        invocation = launch(hydra, overrides)
+        document = launcher_config(cfg, settings, url, str(work_dir / "launcher"))
+        document = for_launcher_version(document, launcher_version())
+        config_file = work_dir / "launcher_run.yaml"
+        config_file.write_text(yaml.safe_dump(document, sort_keys=False, width=100))
+        invocation = launch(config_file)
         wait_done(invocation, float(settings.get("eval_timeout_s", 7 * 24 * 3600)))
     finally:
         if server is not None and server.poll() is None:
@@ -65,8 +69,6 @@ def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
                 server.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, 9)
-    import yaml
-
     results: dict[str, dict[str, float]] = {}
     for path in sorted((work_dir / "launcher").rglob("results.yml")):
         results.update(parse_results(yaml.safe_load(path.read_text()) or {}))
@@ -113,7 +115,22 @@ def wait_healthy(url: str, server, timeout_s: float, log: Path) -> None:
     raise RuntimeError(f"the model server did not become healthy at {url} in {timeout_s:.0f} s")
 
 
-def launch(hydra: list[str], overrides: dict[str, Any]) -> str:
+def launcher_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nemo-evaluator-launcher")
+    except PackageNotFoundError:
+        raise UserError(
+            "nemo-evaluator-launcher is not installed in this container",
+            hint="add `pip install nemo-evaluator-launcher` to the profile's setup commands",
+        ) from None
+
+
+def launch(config_file: Path) -> str:
+    """Load the run config the way the installed launcher expects and start the evaluation."""
+    import inspect
+
     try:
         from nemo_evaluator_launcher.api.functional import run_eval
         from nemo_evaluator_launcher.api.types import RunConfig
@@ -122,7 +139,12 @@ def launch(hydra: list[str], overrides: dict[str, Any]) -> str:
             "nemo-evaluator-launcher is not installed in this container",
             hint="add `pip install nemo-evaluator-launcher` to the profile's setup commands",
         ) from None
-    run_config = RunConfig.from_hydra(hydra_overrides=hydra, dict_overrides=overrides)
+    params = inspect.signature(RunConfig.from_hydra).parameters
+    if "config" in params:  # 0.2.x: the path of the config file
+        run_config = RunConfig.from_hydra(config=str(config_file))
+    else:  # 0.1.x: its folder and name
+        run_config = RunConfig.from_hydra(config_name=config_file.stem,
+                                          config_dir=str(config_file.parent))
     invocation = run_eval(run_config, dry_run=False)
     if not invocation:
         raise RuntimeError("nemo-evaluator-launcher returned no invocation id")
@@ -160,7 +182,8 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
 
     settings = deployment_settings(cfg, "megatron")
     cmd = deploy_command(cfg, settings, "<model>", gpus=8)
-    hydra, overrides = launcher_config(cfg, settings, endpoint_url(settings), "<out>/launcher")
-    tasks = ", ".join(t["name"] for t in overrides["evaluation"]["tasks"])
+    document = launcher_config(cfg, settings, endpoint_url(settings), "<out>/launcher")
+    tasks = ", ".join(t["name"] for t in document["evaluation"]["tasks"])
     return [("serve: " + " ".join(cmd)) if cmd else f"endpoint: {settings['url']}",
-            f"nemo-evaluator-launcher run_eval({' '.join(hydra)}): {tasks}"]
+            f"nemo-evaluator-launcher run_eval(<out>/launcher_run.yaml: execution="
+            f"{settings['execution']}, deployment=none): {tasks}"]

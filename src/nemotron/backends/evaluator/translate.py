@@ -9,7 +9,7 @@ holds the knobs:
     type: inframework | hf | external     (default: by checkpoint format)
     url: ...                              (external only)
     port: 1235, model_id: megatron_model, num_replicas: 1, timeout_s: 3600
-    execution: local | slurm | ...        (the launcher's executor; local needs Docker)
+    execution: local | slurm/default      (the launcher's executor config; local needs Docker)
     launcher: {...}                       (merged into the launcher config as it is)
 
 Task names are the launcher's (``adlr_mmlu``, ``adlr_arc_challenge_llama_25_shot``, ...). A
@@ -27,7 +27,7 @@ from nemotron.errors import UserError
 DEPLOY_SCRIPTS = "/opt/Export-Deploy/scripts/deploy/nlp"
 DEFAULTS = {"port": 1235, "model_id": "megatron_model", "num_replicas": 1, "timeout_s": 3600,
             "execution": "local", "health_path": "/v1/health",
-            "endpoint_path": "/v1/completions/", "endpoint_type": "completions"}
+            "endpoint_path": "/v1/completions/"}
 SHOTS = re.compile(r"_(\d+)_shot$")
 
 
@@ -68,8 +68,12 @@ def endpoint_url(settings: dict[str, Any], host: str = "127.0.0.1") -> str:
 
 
 def launcher_config(cfg: StageConfig, settings: dict[str, Any], url: str, output_dir: str
-                    ) -> tuple[list[str], dict[str, Any]]:
-    """(hydra overrides, dict overrides) for ``RunConfig.from_hydra``."""
+                    ) -> dict[str, Any]:
+    """The launcher run config as a Hydra document (written to a YAML file on the node).
+
+    A file, not ``dict_overrides``: the launcher's default config holds ``evaluation: []``,
+    which a mapping cannot be merged into; Hydra composition with ``_self_`` replaces it.
+    """
     ev = cfg.eval
     if not ev.tasks:
         raise UserError("eval.tasks is empty")
@@ -90,10 +94,10 @@ def launcher_config(cfg: StageConfig, settings: dict[str, Any], url: str, output
         if params:
             entry["nemo_evaluator_config"] = {"config": {"params": params}}
         tasks.append(entry)
-    dict_overrides: dict[str, Any] = {
+    document: dict[str, Any] = {
+        "defaults": [{"execution": settings["execution"]}, {"deployment": "none"}, "_self_"],
         "execution": {"output_dir": output_dir},
-        "target": {"api_endpoint": {"url": url, "model_id": settings["model_id"],
-                                    "type": settings["endpoint_type"]}},
+        "target": {"api_endpoint": {"url": url, "model_id": settings["model_id"]}},
         "evaluation": {
             "nemo_evaluator_config": {"config": {"params": {
                 "parallelism": ev.batch_size, "max_new_tokens": ev.max_new_tokens,
@@ -101,9 +105,25 @@ def launcher_config(cfg: StageConfig, settings: dict[str, Any], url: str, output
             "tasks": tasks,
         },
     }
-    merge(dict_overrides, settings.get("launcher") or {})
-    hydra = [f"execution={settings['execution']}", "deployment=none"]
-    return hydra, dict_overrides
+    merge(document, settings.get("launcher") or {})
+    return document
+
+
+def for_launcher_version(document: dict[str, Any], version: str) -> dict[str, Any]:
+    """Adapt the run config to the installed launcher's dialect.
+
+    From 0.2 on, env var values need a ``host:`` / ``lit:`` prefix, and the local executor of
+    0.2.x fails when no env var is set at all (an unbound variable in its script builder), so
+    one literal marker variable is added there.
+    """
+    major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if major_minor < (0, 2):
+        return document
+    adapted = {**document, "evaluation": {**document["evaluation"]}}
+    env = dict(adapted["evaluation"].get("env_vars") or {})
+    env.setdefault("NEMOTRON_EVAL", "lit:1")
+    adapted["evaluation"]["env_vars"] = env
+    return adapted
 
 
 def merge(into: dict[str, Any], top: dict[str, Any]) -> None:
