@@ -288,6 +288,9 @@ def ensure_installed(allow: bool | None = None) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     print(f"slurm-cluster: installing {' '.join(PACKAGES)} (apt-get)", file=sys.stderr)
     _run([*sudo, "apt-get", "update", "-qq"], env=env, timeout=600)
+    policy = _run(["apt-cache", "policy", "slurmctld"], env=env, check=False)
+    candidate = next((ln.split()[-1] for ln in policy.splitlines() if "Candidate:" in ln), "?")
+    print(f"slurm-cluster: Slurm candidate version {candidate}", file=sys.stderr)
     install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
     _run([*sudo, *install], env=env, timeout=1200)
     still = missing_binaries()
