@@ -59,7 +59,8 @@ class PretrainPrepResult:
     eod_id: int | None = None
     reused: bool = False
     elapsed_s: float = 0.0
-    encode_s: float = 0.0
+    encode_s: float = 0.0  # wall time of the unit phase (this run)
+    steady_tokens_per_s: float = 0.0  # unit-phase throughput without start-up
 
     def metadata(self) -> dict[str, Any]:
         """The ``pretrain-data`` lineage metadata (paths relative to the artifact folder)."""
@@ -82,6 +83,7 @@ class PretrainPrepResult:
                 "datasets": self.datasets,
                 "reused": self.reused,
                 "elapsed_s": round(self.elapsed_s, 3),
+                "steady_tokens_per_s": round(self.steady_tokens_per_s),
             },
         }
 
@@ -450,6 +452,7 @@ def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> Pretrain
         reused=reused,
         elapsed_s=elapsed,
         encode_s=state.unit_seconds,
+        steady_tokens_per_s=state.progress.steady_tokens_per_s() if state.progress else 0.0,
     )
 
 

@@ -13,6 +13,14 @@ from typing import Any
 log = logging.getLogger("nemotron.data")
 
 
+def emit(message: str) -> None:
+    """A log line; straight to stderr when nobody configured logging (node-side runs)."""
+    if logging.getLogger().handlers or log.handlers:
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def _human(value: float, unit: str = "") -> str:
     for suffix in ("", "k", "M", "G", "T"):
         if abs(value) < 1000 or suffix == "T":
@@ -42,6 +50,8 @@ class Progress:
         self._last_log = self.t0
         self._rich: Any = None
         self._task: Any = None
+        self._first: tuple[float, int] | None = None  # (time, tokens) at the first report
+        self._last_t = 0.0
 
     def start(self, total_bytes: int, done_units: int = 0, units: int = 0) -> None:
         self.total = total_bytes
@@ -49,7 +59,7 @@ class Progress:
         if not self.enabled:
             return
         if done_units:
-            log.info("%s: %d of %d units already done (receipts)", self.label, done_units, units)
+            emit(f"{self.label}: {done_units} of {units} units already done (receipts)")
         if total_bytes and sys.stderr.isatty():
             self._start_rich()
 
@@ -82,10 +92,19 @@ class Progress:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         return self.docs / elapsed, self.tokens / elapsed, elapsed
 
+    def steady_tokens_per_s(self) -> float:
+        """Tokens/s between the first and the last report: start-up and finalize left out."""
+        if self._first is None or self._last_t <= self._first[0]:
+            return 0.0
+        return (self.tokens - self._first[1]) / (self._last_t - self._first[0])
+
     def update(self, nbytes: int, docs: int, tokens: int) -> None:
         self.nbytes += nbytes
         self.docs += docs
         self.tokens += tokens
+        self._last_t = time.perf_counter()
+        if self._first is None:
+            self._first = (self._last_t, self.tokens)
         if not self.enabled:
             return
         docs_s, toks_s, elapsed = self.rates()
@@ -99,15 +118,10 @@ class Progress:
             self._last_log = now
             frac = self.nbytes / self.total if self.total else 1.0
             eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-            log.info(
-                "%s: %3.0f%% %sB of %sB, %s docs/s, %s tokens/s, ETA %s",
-                self.label,
-                100 * frac,
-                _human(self.nbytes),
-                _human(self.total),
-                _human(docs_s),
-                _human(toks_s),
-                _eta(eta),
+            emit(
+                f"{self.label}: {100 * frac:3.0f}% {_human(self.nbytes)}B of "
+                f"{_human(self.total)}B, {_human(docs_s)} docs/s, {_human(toks_s)} tokens/s, "
+                f"ETA {_eta(eta)}"
             )
 
     def close(self) -> None:
@@ -129,7 +143,7 @@ def print_table(title: str, header: list[str], rows: list[list[Any]], enabled: b
         widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
         lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-        log.info("\n".join(lines))
+        emit("\n".join(lines))
         return
     table = Table(title=title)
     for i, name in enumerate(header):
