@@ -67,15 +67,36 @@ def _inputs(store, job: Job) -> list:
     return arts
 
 
+def task_rank() -> tuple[int, int]:
+    """(rank, world size) of this process among the job's tasks (torchrun, then Slurm)."""
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if os.environ.get(rank_var) is not None:
+            return int(os.environ[rank_var]), int(os.environ.get(size_var, "1"))
+    return 0, 1
+
+
 def execute(job: Job, run: RunFn) -> int:
-    """Run one job's stage with lineage bookkeeping; returns the process exit code."""
+    """Run one job's stage with lineage bookkeeping; returns the process exit code.
+
+    With several tasks (Slurm tasks, torchrun ranks) every task runs the stage, and only rank 0
+    touches the lineage store and renames the output folder.
+    """
     from nemotron.lineage import Store
 
     load_secrets(job)
-    store = Store.open(Path(job.lineage.db), wandb=job.lineage.wandb)
     if len(job.outputs) != 1:
         raise UserError(f"job {job.job.id}: a stage has exactly one output, got {len(job.outputs)}")
     (out,) = job.outputs.values()
+    rank, world = task_rank()
+    if rank != 0:
+        final_dir = Path(out.path)
+        if final_dir.exists():
+            return 0
+        work_dir = final_dir.with_name(final_dir.name + ".partial")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        run(job, work_dir, final_dir)
+        return 0
+    store = Store.open(Path(job.lineage.db), wandb=job.lineage.wandb)
     existing = store.find(out.name, identity=out.identity)
     if existing is not None:
         print(f"[nemotron] {out.name}:{existing.version} already exists for this config and these "
