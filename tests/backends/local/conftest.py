@@ -142,3 +142,79 @@ def pretrain_config(**train: Any) -> dict[str, Any]:
         "scheduler": {"style": "wsd", "warmup_iters": 3, "decay_iters": 5},
         "checkpoint": {"keep_last": 2, "format": "hf"},
     }
+
+
+def chat_sequence(tokenizer_dir: Path, a: int, b: int) -> tuple[list[int], list[int]]:
+    """(ids, shifted mask) of one rendered exchange; the mask marks the assistant answer."""
+    prompt, answer = encode(tokenizer_dir, [
+        f"<|im_start|>user\nWhat is {a} plus {b}?<|im_end|>\n<|im_start|>assistant\n",
+        f"{a + b}<|im_end|>\n",
+    ])
+    ids = prompt + answer
+    unshifted = [0] * len(prompt) + [1] * len(answer)
+    return ids, unshifted[1:] + [0]
+
+
+@pytest.fixture(scope="session")
+def sft_data(tmp_path_factory, tokenizer_dir) -> Path:
+    """An sft-data artifact folder: train/ and valid/ packed Parquet, tokenizer/."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("sft-data")
+    rng = random.Random(3)
+    for split, count in (("train", 60), ("valid", 6)):
+        rows = {"input_ids": [], "loss_mask": [], "seq_start_id": []}
+        for _ in range(count):
+            ids, mask, starts = [], [], []
+            for _ in range(rng.randint(1, 3)):
+                seq_ids, seq_mask = chat_sequence(tokenizer_dir, rng.randint(1, 9),
+                                                  rng.randint(1, 9))
+                starts.append(len(ids))
+                ids += seq_ids
+                mask += seq_mask
+            rows["input_ids"].append(ids)
+            rows["loss_mask"].append(mask)
+            rows["seq_start_id"].append(starts)
+        table = pa.table({
+            "input_ids": pa.array(rows["input_ids"], pa.list_(pa.int32())),
+            "loss_mask": pa.array(rows["loss_mask"], pa.list_(pa.uint8())),
+            "seq_start_id": pa.array(rows["seq_start_id"], pa.list_(pa.int32())),
+        })
+        (root / split).mkdir()
+        pq.write_table(table, root / split / "shard_00000.idx.parquet", row_group_size=16)
+    shutil.copytree(tokenizer_dir, root / "tokenizer")
+    return root
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory, tokenizer_dir) -> Path:
+    """An untrained tiny NemotronH HF checkpoint with the tokenizer."""
+    from nemotron.backends.local import modeling
+    from nemotron.config.schema import ModelArch
+
+    folder = tmp_path_factory.mktemp("base-model")
+    ids = modeling.token_ids_from_folder(tokenizer_dir)
+    model = modeling.build_model(ModelArch(**TINY_ARCH), seed=11, token_ids=ids)
+    modeling.save_hf(model, folder, tokenizer_dir=tokenizer_dir)
+    return folder
+
+
+def sft_config(peft: bool = False, **train: Any) -> dict[str, Any]:
+    base = {"global_batch_size": 4, "micro_batch_size": 2, "seq_length": 128,
+            "train_iters": 12, "log_interval": 3, "precision": "fp32"}
+    base.update(train)
+    config = {
+        "run": {"backend": "local", "seed": 5},
+        "model": dict(TINY_ARCH),
+        "train": base,
+        "optimizer": {"lr": 3e-3 if not peft else 1e-2, "min_lr": 1e-4, "weight_decay": 0.0},
+        "scheduler": {"style": "cosine", "warmup_iters": 2},
+        "checkpoint": {"format": "hf"},
+        "data": {"pack_size": 128},
+    }
+    if peft:
+        config["peft"] = {"rank": 4, "alpha": 8}
+    return config
