@@ -39,7 +39,7 @@ def test_srun_tasks_split_the_units_and_task_0_finalizes(slurm_cluster, tmp_path
     out = tmp_path / "ranked"
     argv = ["srun", "-n", "2", "-N", "1", "--time", "5", sys.executable, "-c", RUN]
     printed = slurm_cluster.run(*argv, json.dumps(data), str(out), timeout=180)
-    assert sorted(printed.split("\n")) == ["0 finalized", "1 helper"]
+    assert sorted(printed.strip().splitlines()) == ["0 finalized", "1 helper"]
     receipts = [json.loads(p.read_text()) for p in (out / ".prep" / "receipts").rglob("*.json")]
     assert len(receipts) == len(list((tmp_path / "single" / ".prep" / "receipts").rglob("*.json")))
 
