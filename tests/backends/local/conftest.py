@@ -218,3 +218,22 @@ def sft_config(peft: bool = False, **train: Any) -> dict[str, Any]:
     if peft:
         config["peft"] = {"rank": 4, "alpha": 8}
     return config
+
+
+@pytest.fixture(scope="session")
+def rl_data(tmp_path_factory) -> Path:
+    """An rl-data artifact folder: train.jsonl / val.jsonl in NeMo-Gym format."""
+    root = tmp_path_factory.mktemp("rl-data")
+    rng = random.Random(4)
+    for split, count in (("train", 24), ("val", 4)):
+        lines = []
+        for i in range(count):
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            question = f"What is {a} plus {b}? Put the final answer in \\boxed{{}}."
+            lines.append(json.dumps({
+                "responses_create_params": {"input": [{"role": "user", "content": question}]},
+                "agent_ref": {"type": "responses_api_agents", "name": "math_with_judge"},
+                "question": question, "expected_answer": str(a + b), "id": f"{split}-{i}",
+            }))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root

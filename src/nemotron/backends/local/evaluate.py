@@ -1,0 +1,172 @@
+"""Local evaluation: lm-eval's HF model (``HFLM``) on task YAML files shipped in
+``configs/eval/`` with their JSONL data, offline.
+
+Each ``cfg.eval.tasks`` entry names a task and its YAML (``path``; a ``configs/...`` path is
+resolved against ``nemotron.recipes.configs_root()``, default ``configs/eval/<name>.yaml``).
+The YAML's ``data_files`` are made absolute (relative to the YAML) in a copy under the work
+folder, so lm-eval never depends on the working directory or the hub. Models whose tokenizer
+has a chat template are evaluated through it (``apply_chat_template``), as they were trained.
+
+Output: ``results.json`` ({"results": {task: {metric: value}}, ...}), per-task sample files
+(``samples_<task>.jsonl``) and the eval-results metadata (``results``, ``primary``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nemotron.errors import UserError
+
+RESULTS = "results.json"
+
+
+def task_yaml_path(name: str, path: str | None) -> Path:
+    from nemotron.recipes import configs_root
+
+    raw = path or f"configs/eval/{name}.yaml"
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        parts = candidate.parts
+        if parts and parts[0] == "configs":
+            candidate = configs_root().joinpath(*parts[1:])
+        elif not candidate.exists():
+            candidate = configs_root() / candidate
+    if not candidate.is_file():
+        raise UserError(f"eval task {name}: no task file {raw} (looked at {candidate})",
+                        hint="tasks live in configs/eval/<name>.yaml; set eval.tasks[].path")
+    return candidate
+
+
+def localized_task(name: str, source: Path, dest_dir: Path) -> Path:
+    """Copy a task YAML with its data files made absolute; the task name must match."""
+    import yaml
+
+    spec = yaml.safe_load(source.read_text()) or {}
+    if spec.get("task") != name:
+        raise UserError(f"{source} defines task {spec.get('task')!r}, not {name!r}",
+                        hint="make eval.tasks[].name match the task: key of the YAML")
+    files = (spec.get("dataset_kwargs") or {}).get("data_files")
+    if isinstance(files, dict):
+        fixed = {}
+        for split, value in files.items():
+            items = value if isinstance(value, list) else [value]
+            paths = []
+            for item in items:
+                path = Path(item) if Path(item).is_absolute() else source.parent / item
+                if not path.is_file():
+                    raise UserError(f"eval task {name}: data file {path} does not exist")
+                paths.append(str(path.resolve()))
+            fixed[split] = paths if isinstance(value, list) else paths[0]
+        spec["dataset_kwargs"]["data_files"] = fixed
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / f"{name}.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return out
+
+
+def flatten(task_results: dict[str, Any]) -> dict[str, float]:
+    """lm-eval's ``{"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": ...}`` ->
+    ``{"acc": 0.5, "acc_stderr": 0.1}`` (``metric_filter`` when a filter other than none)."""
+    out: dict[str, float] = {}
+    for key, value in task_results.items():
+        if "," not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        metric, _, filt = key.partition(",")
+        out[metric if filt in ("none", "boxed", "") else f"{metric}_{filt}"] = float(value)
+    return out
+
+
+def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
+    import datasets
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from nemotron.backends.local import modeling
+    from nemotron.backends.local.inputs import input_path, input_ref, tokenizer_dir_of
+
+    ev = cfg.eval
+    if ev is None or not ev.tasks:
+        raise UserError("the eval stage needs eval.tasks", hint="start from -c tiny")
+    if ev.harness != "lm_eval":
+        raise UserError(f"the local backend runs lm-eval, not {ev.harness}",
+                        hint="eval.harness=lm_eval, or run.backend=evaluator on a cluster")
+    device = modeling.setup_torch(cfg.run.env.cpus_per_task)
+    model_dir = modeling.check_model_folder(input_path(job, "model", "a model to evaluate"))
+    tok_dir = tokenizer_dir_of(model_dir) or tokenizer_dir_of(model_dir / "merged")
+    if tok_dir is None:
+        raise UserError(f"the model {model_dir} carries no tokenizer",
+                        hint="evaluate a model made by the local stages (they copy it)")
+    tokenizer = modeling.load_tokenizer(tok_dir)
+    model = modeling.load_causal_lm(model_dir, device=device).eval()
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    tasks_dir = work_dir / "tasks"
+    for task in ev.tasks:
+        localized_task(task.name, task_yaml_path(task.name, task.path), tasks_dir)
+    datasets.disable_progress_bars()
+    manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev.batch_size,
+              device=str(device), think_end_token="</think>" if chat else None)
+    table: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for task in ev.tasks:
+        print(f"[eval] {task.name}: lm-eval on {model_dir.name}"
+              f"{' (chat template)' if chat else ''}", flush=True)
+        out = simple_evaluate(
+            model=lm, tasks=[task.name], task_manager=manager, num_fewshot=task.num_fewshot,
+            limit=task.limit, apply_chat_template=chat, log_samples=True,
+            gen_kwargs={"max_gen_toks": ev.max_new_tokens}, random_seed=cfg.run.seed,
+            numpy_random_seed=cfg.run.seed, torch_random_seed=cfg.run.seed,
+            bootstrap_iters=0, verbosity="WARNING",
+        )
+        if out is None:
+            raise RuntimeError(f"lm-eval returned no results for {task.name}")
+        table[task.name] = flatten(out["results"].get(task.name, {}))
+        samples = out.get("samples", {}).get(task.name, [])
+        counts[task.name] = len(samples)
+        _write_samples(work_dir / f"samples_{task.name}.jsonl", samples)
+    primary_task = ev.tasks[0].name
+    metric = next((m for m in table[primary_task] if not m.endswith("_stderr")), None)
+    document = {"results": table, "samples": counts, "model": input_ref(job, "model"),
+                "chat_template": chat, "harness": "lm_eval"}
+    (work_dir / RESULTS).write_text(json.dumps(document, indent=2) + "\n")
+    print(format_table(table), flush=True)
+    return {
+        "results": table,
+        "primary": f"{primary_task}/{metric}" if metric else None,
+        "extra": {"model": input_ref(job, "model"), "samples": counts, "harness": "lm_eval",
+                  "results_file": RESULTS, "chat_template": chat,
+                  "versions": modeling.library_versions()},
+    }
+
+
+def _write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+    lines = []
+    for sample in samples:
+        doc = sample.get("doc", {})
+        lines.append(json.dumps({
+            "doc_id": sample.get("doc_id"), "question": doc.get("question"),
+            "target": sample.get("target"),
+            "response": _first(sample.get("filtered_resps")),
+            "raw": _first(sample.get("resps")),
+            **{k: v for k, v in sample.items() if k in ("exact_match", "acc", "acc_norm")},
+        }, default=str))
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _first(value):
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    rows = ["task                 metric          value"]
+    for task, metrics in table.items():
+        for metric, value in metrics.items():
+            if metric.endswith("_stderr"):
+                continue
+            rows.append(f"{task:<20} {metric:<15} {value:.4f}")
+    return "\n".join(rows)

@@ -1,0 +1,34 @@
+"""Local evaluation with lm-eval on the shipped tiny task files."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import make_job
+
+
+def test_eval_writes_a_results_table(tmp_path, base_model):
+    from nemotron.backends.local import eval as eval_entry
+    from nemotron.lineage import validate_metadata
+
+    config = {
+        "run": {"backend": "local", "seed": 1},
+        "eval": {"harness": "lm_eval", "batch_size": 8, "max_new_tokens": 8, "tasks": [
+            {"name": "tiny_arithmetic", "path": "configs/eval/tiny_arithmetic.yaml", "limit": 6},
+            {"name": "tiny_chat_choice", "path": "configs/eval/tiny_chat_choice.yaml",
+             "limit": 8},
+        ]},
+    }
+    job, cfg, work, final = make_job(tmp_path, "eval", config, {"model": ("model", base_model)})
+    meta = eval_entry(job, cfg, work, final)
+    results = meta["results"]
+    assert set(results) == {"tiny_arithmetic", "tiny_chat_choice"}
+    assert 0.0 <= results["tiny_arithmetic"]["exact_match"] <= 1.0
+    assert 0.0 <= results["tiny_chat_choice"]["acc"] <= 1.0
+    assert meta["primary"] == "tiny_arithmetic/exact_match"
+    validate_metadata("eval-results", meta)  # fits the lineage kind
+    document = json.loads((work / "results.json").read_text())
+    assert document["results"] == results and document["samples"] == {
+        "tiny_arithmetic": 6, "tiny_chat_choice": 8}
+    lines = (work / "samples_tiny_arithmetic.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and "target" in json.loads(lines[0])
