@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix (bad config, unknown profile, missing artifact).
+"""The one exception type for mistakes a user can fix (bad config, unknown profile, ...).
 
 The CLI prints ``UserError`` as one or two lines and exits with code 2, without a traceback.
 Anything else that escapes is a bug and keeps its traceback.

@@ -5,6 +5,7 @@ import shutil
 import textwrap
 
 import pytest
+
 from tests.cli_fixtures import REPO, shipped_configs
 
 

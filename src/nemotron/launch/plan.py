@@ -95,6 +95,7 @@ class Plan:
     cost: dict[str, Any] = field(default_factory=dict)
     pipe_id: str | None = None
     warnings: list[str] = field(default_factory=list)
+    force: bool = False
 
     @property
     def job_dir(self) -> Path:
@@ -153,7 +154,7 @@ class Plan:
                 "profile": redact(self.profile.model_dump(mode="json")),
                 "git": git_state(), "user": _user(), "host": socket.gethostname(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "pipe": self.pipe_id,
+                "pipe": self.pipe_id, "force": self.force,
             },
             "config": redact(self.config_dict),
             "inputs": {slot: inp.as_job() for slot, inp in self.inputs.items() if inp.path},
@@ -402,7 +403,7 @@ def build_plan(
         family=family, stage=stage, config_name=config_name, config=cfg,
         config_dict=config_dict, profile=profile, env=env, inputs=inputs, outputs=outputs,
         job_id=new_job_id(family.name, stage.name, config_name), home=home,
-        lineage_db=db, artifacts_root=root, argv=argv, pipe_id=pipe_id,
+        lineage_db=db, artifacts_root=root, argv=argv, pipe_id=pipe_id, force=force,
     )
     plan.cost = estimate_cost(cfg, profile, family)
     backend = cfg.run.backend

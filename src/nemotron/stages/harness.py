@@ -98,7 +98,7 @@ def execute(job: Job, run: RunFn) -> int:
         return 0
     store = Store.open(Path(job.lineage.db), wandb=job.lineage.wandb)
     existing = store.find(out.name, identity=out.identity)
-    if existing is not None:
+    if existing is not None and not job.job.force:
         print(f"[nemotron] {out.name}:{existing.version} already exists for this config and these "
               f"inputs (identity {out.identity[:12]}); nothing to do", flush=True)
         return 0
@@ -118,9 +118,13 @@ def execute(job: Job, run: RunFn) -> int:
         reason = f"{type(exc).__name__}: {exc}"
         pending.fail(reason[:2000])
         raise
-    if final_dir.exists():  # a previous attempt renamed but crashed before committing
-        shutil.rmtree(final_dir)
-    os.replace(work_dir, final_dir)
+    if final_dir.exists():  # forced redo, or an attempt that renamed but did not commit
+        retired = final_dir.with_name(final_dir.name + f".old-{os.getpid()}")
+        os.replace(final_dir, retired)
+        os.replace(work_dir, final_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(work_dir, final_dir)
     art = pending.commit(metadata=metadata)
     print(f"[nemotron] registered {art.name}:{art.version} at {final_dir}", flush=True)
     return 0

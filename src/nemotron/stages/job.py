@@ -31,6 +31,7 @@ class JobInfo(_Model):
     host: str = ""
     created: str = ""
     pipe: str | None = None  # the pipe run this job belongs to
+    force: bool = False  # redo even if a complete output with this identity exists
 
 
 class InputRef(_Model):
