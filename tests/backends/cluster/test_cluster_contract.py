@@ -94,7 +94,17 @@ def test_evaluation_settings_move_between_versions():
     new = to_bridge(nano(), pretrain_inputs(), "pretrain",
                     target_version="super-v3/nemotron_3_nano")["overrides"]
     assert old["train.eval_interval"] == 1000 and "validation.eval_interval" not in old
-    assert new["validation.eval_interval"] == 1000 and "train.eval_interval" not in new
+    assert new["validation.eval_interval"] == 1000
+    # super-v3's validate() copies any non-None train.eval_* over validation.*: cleared
+    assert new["train.eval_interval"] is None and new["train.eval_iters"] is None
+
+
+def test_tp_above_the_kv_groups_is_a_caveat_on_nano_v3_only():
+    from nemotron.backends.megatron.translate import caveats
+
+    assert caveats(nano()) and "parallel.tp=2" in caveats(nano())[0]  # TP 4, 2 KV groups
+    assert caveats(nano(["parallel.tp=2"])) == []
+    assert caveats(nano(), "super-v3/nemotron_3_nano") == []
 
 
 # ------------------------------------------------------------------------- live contract

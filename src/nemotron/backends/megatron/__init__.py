@@ -44,7 +44,7 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
     head = f"Megatron-Bridge {target.key} @ {target.commit[:10]} (recipe family {recipe})"
     if entry == "model":
         return [head, *_describe_model(cfg, target, stage)]
-    from nemotron.backends.megatron.translate import BridgeInputs, to_bridge
+    from nemotron.backends.megatron.translate import BridgeInputs, caveats, to_bridge
 
     placeholder = {"train": ["1", "<data>/train"], "valid": ["1", "<data>/valid"], "test": None}
     pack = (cfg.data or {}).get("pack_size") or (cfg.train.seq_length if cfg.train else None)
@@ -58,7 +58,8 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
     kwargs = ", ".join(f"{k}={v!r}" for k, v in spec["recipe"]["kwargs"].items())
     return [head, f"{spec['recipe']['function']}({kwargs})",
             f"+ {len(spec['overrides'])} overrides (checked against {target.key}'s fields) -> "
-            f"{spec['entry']}(config, forward_step)"]
+            f"{spec['entry']}(config, forward_step)",
+            *(f"caveat: {c}" for c in caveats(cfg))]
 
 
 def _describe_model(cfg, target, stage: str) -> list[str]:

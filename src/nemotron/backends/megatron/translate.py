@@ -141,6 +141,21 @@ def to_bridge(
     }
 
 
+def caveats(cfg: StageConfig, target_version: str | None = None) -> list[str]:
+    """Things the pinned source says may fail, but a container can ship newer code for."""
+    target, _, _ = resolve_target(target_version or cfg.run.container_version, cfg.run.container)
+    found = []
+    groups = cfg.model.num_query_groups if cfg.model else None
+    if groups and cfg.parallel.tp > groups and not target.facts["tp_may_exceed_query_groups"]:
+        found.append(
+            f"parallel.tp={cfg.parallel.tp} exceeds the {groups} KV groups: the Megatron-Core "
+            f"pinned by Megatron-Bridge {target.key} ({target.facts['megatron_lm_commit'][:10]}) "
+            "refuses that; it needs Megatron-LM with QKV sub-sharding (f7dfb99, 2025-12-07). If "
+            f"the container's Megatron-Core is older, use parallel.tp={groups}"
+        )
+    return found
+
+
 # ------------------------------------------------------------------------------- sections
 def _model(cfg: StageConfig) -> dict[str, Any]:
     arch, par, train = cfg.model, cfg.parallel, cfg.train
@@ -173,7 +188,7 @@ def _model(cfg: StageConfig) -> dict[str, Any]:
 
 def _training(cfg: StageConfig, eval_section: str) -> dict[str, Any]:
     train = cfg.train
-    return {
+    out = {
         "train.train_iters": train.train_iters,
         "train.global_batch_size": train.global_batch_size,
         "train.micro_batch_size": train.micro_batch_size,
@@ -182,6 +197,12 @@ def _training(cfg: StageConfig, eval_section: str) -> dict[str, Any]:
         "rng.seed": cfg.run.seed,
         "logger.log_interval": train.log_interval,
     }
+    if eval_section != "train":
+        # the deprecated train.eval_* the recipes still set are copied over validation.* at
+        # validate() time unless they are None
+        out["train.eval_interval"] = None
+        out["train.eval_iters"] = None
+    return out
 
 
 def _optimizer(cfg: StageConfig) -> dict[str, Any]:

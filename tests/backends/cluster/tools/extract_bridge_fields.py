@@ -277,7 +277,11 @@ def extract(bridge: Path, mlm: Path, version: str) -> dict:
     for module in RECIPE_MODULES:
         for name, kwargs in recipe_functions(src, module).items():
             recipes[f"{module}.{name}"] = kwargs
+    transformer = files.get("megatron/core/transformer/transformer_config.py", "")
     return {
+        # Megatron-Core accepts TP above the number of KV groups (QKV sub-sharding) only from
+        # Megatron-LM f7dfb99 (2025-12-07): "must be a multiple or divisor of" in its check
+        "tp_may_exceed_query_groups": "must be a multiple or divisor of" in transformer,
         "note": spec["note"],
         "megatron_bridge_commit": commit,
         "megatron_lm_commit": mlm_commit,
