@@ -153,6 +153,7 @@ def test_nano_v3_sft_converts_the_parquet_to_npy(tmp_path, recorded):
     assert (work / "sft_dataset/packed/valid.npy").is_file()
     assert over["checkpoint.pretrained_checkpoint"] == str(tmp_path / "base/checkpoints")
     assert recorded[0]["spec"]["recipe"]["kwargs"] == {"peft": None}
+    assert recorded[0]["extra"]["hf_source"] == "nvidia/x"  # carried on for export and RL
 
 
 def test_super_v3_sft_reads_the_parquet_folders(tmp_path, recorded):

@@ -56,7 +56,9 @@ def sft(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     )
     spec = to_bridge(cfg, inputs, "sft")
     stage = "qat" if quantized else "sft"
-    extra = {"base_checkpoint": base}
+    # the HF model the base came from: export and RL need it for config and tokenizer
+    extra = {"base_checkpoint": base,
+             "hf_source": (model.metadata.get("extra") or {}).get("hf_source")}
     if quantized:
         extra["quant_config"] = model.metadata["extra"]["quant_config"]
     return run_bridge(spec, job, cfg, work_dir, stage=stage, extra=extra)
