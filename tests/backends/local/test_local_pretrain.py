@@ -23,7 +23,7 @@ def test_pretrain_loss_falls_and_writes_hf_checkpoint(tmp_path, pretrain_data):
     config = json.loads((work / "config.json").read_text())
     assert config["model_type"] == "nemotron_h" and config["routed_scaling_factor"] == 2.5
     train = [r for r in read_metrics(work) if r["split"] == "train"]
-    assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in train] == [1, 5, 10, 15, 20, 25, 30]  # step 1: the start
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train)
 
 

@@ -57,7 +57,7 @@ def test_full_sft_trains_on_unpacked_sequences(tmp_path, sft_data, base_model):
     assert meta["stage"] == "sft" and meta["format"] == "hf" and meta.get("peft") is None
     assert meta["extra"]["final_loss"] < meta["extra"]["initial_loss"] - 1.0
     assert (work / "model.safetensors").is_file() and (work / "chat_template.jinja").is_file()
-    assert [r["step"] for r in read_metrics(work) if r["split"] == "train"] == [3, 6, 9, 12]
+    assert [r["step"] for r in read_metrics(work) if r["split"] == "train"] == [1, 3, 6, 9, 12]
 
 
 def test_lora_sft_and_merge_give_the_same_outputs(tmp_path, sft_data, base_model):
@@ -100,3 +100,19 @@ def test_lora_sft_and_merge_give_the_same_outputs(tmp_path, sft_data, base_model
             expected = with_adapter(input_ids=ids, use_cache=False).logits
             got = merged(input_ids=ids, use_cache=False).logits
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_model_roundtrip_and_compare_checks(tmp_path, base_model):
+    from nemotron.backends.local import model as model_entry
+    from nemotron.lineage import validate_metadata
+
+    for op, metric in (("roundtrip", "max_abs_diff"), ("compare", "cosine")):
+        job, cfg, work, final = make_job(tmp_path / op, "model",
+                                         {"run": {"backend": "local"}, "op": {"atol": 0.0}},
+                                         {"model": ("model", base_model)})
+        job = job.model_copy(update={"job": job.job.model_copy(update={"stage": f"model-{op}"})})
+        meta = model_entry(job, cfg, work, final)
+        validate_metadata("eval-results", meta)
+        value = meta["results"][op][metric]
+        assert value == (0.0 if op == "roundtrip" else 1.0) or abs(value - 1.0) < 1e-6
+        assert not (work / "resaved").exists()

@@ -277,7 +277,7 @@ class Trainer:
             fingerprint = self.batch_fingerprint(micros)
             last = self.run_step(micros)
             window_tokens += sum(m.tokens for m in micros)
-            if self.step % self.log_interval == 0 or self.step == self.total:
+            if self.step % self.log_interval == 0 or self.step in (1, self.total):
                 elapsed = time.perf_counter() - window_start
                 self.metrics.write(self.step, "train", of=self.total,
                                    tokens_per_s=window_tokens / elapsed if elapsed > 0 else None,
