@@ -291,3 +291,21 @@ def test_trained_tokenizer_is_shipped_with_the_data(tmp_path):
     assert shipped.get_vocab_size() <= 400 and shipped.token_to_id("<|endoftext|>") == 0
     again = pretrain.prepare(cfg, tmp_path / "out", progress=False)
     assert again.reused
+
+
+def test_a_failed_task_stops_the_finalizer_instead_of_a_wait(tmp_path, monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    write_jsonl(tmp_path / "in" / "big.jsonl", [{"text": t} for t in text_docs(300)])
+    write_jsonl(tmp_path / "in" / "small.jsonl", [{"text": "ok"}, {"oops": 1}])
+    cfg = PretrainPrepConfig(
+        sources=[{"name": "d", "path": str(tmp_path / "in")}],
+        tokenizer={"path": str(TINY_TOKENIZER)},
+        strict=True,
+        num_workers=1,
+    )
+    with pytest.raises(UserError, match="small.jsonl:2"):  # task 1 owns the small file
+        pretrain.prepare(cfg, tmp_path / "out", progress=False, rank=1, world_size=2)
+    with pytest.raises(UserError, match="1 prep task\\(s\\) failed: rank 1: .*small.jsonl:2"):
+        pretrain.prepare(cfg, tmp_path / "out", progress=False, rank=0, world_size=2)
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -121,6 +121,9 @@ def run_units_for_rank(
             engine.receipt_path(state.work_dir, unit).unlink(missing_ok=True)
     progress = Progress(f"{cfg.kind} prep", enabled=state.show_progress)
     state.progress = progress
+    started = time.time()
+    if world_size > 1:
+        engine.clear_rank_failure(state.work_dir, rank)
     t0 = time.perf_counter()
     try:
         receipts = engine.run_units(
@@ -134,14 +137,15 @@ def run_units_for_rank(
         )
     except BaseException as exc:
         if world_size > 1:
-            engine.mark_rank_failed(state.work_dir, rank, f"rank {rank}: {exc}")
+            reason = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            engine.mark_rank_failed(state.work_dir, rank, f"rank {rank}: {reason}")
         raise
     finally:
         progress.close()
     state.unit_seconds = time.perf_counter() - t0
     if world_size > 1 and rank == 0:
         others = [u for u in state.units if u.uid not in receipts]
-        receipts.update(engine.wait_for_receipts(state.work_dir, others, keys))
+        receipts.update(engine.wait_for_receipts(state.work_dir, others, keys, since=started))
     state.receipts = receipts
 
 

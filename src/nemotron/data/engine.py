@@ -178,8 +178,12 @@ def wait_for_receipts(
     *,
     timeout_s: float = 7 * 24 * 3600,
     poll_s: float = 2.0,
+    since: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
-    """Block until every unit has a current receipt (other Slurm tasks finishing their share)."""
+    """Block until every unit has a current receipt (other Slurm tasks finishing their share).
+
+    A task that fails leaves ``.prep/failed-rank-<r>``; markers older than ``since`` (a
+    ``time.time()``) belong to an earlier attempt and are ignored."""
     deadline = time.monotonic() + timeout_s
     found: dict[str, dict[str, Any]] = {}
     while True:
@@ -190,10 +194,10 @@ def wait_for_receipts(
                     found[unit.uid] = receipt
         if len(found) == len(units):
             return found
-        failed = sorted((work_dir / STATE_DIR).glob("failed-rank-*"))
+        failed = _current_failures(work_dir, since)
         if failed:
             raise UserError(
-                f"{len(failed)} prep task(s) failed: {failed[0].read_text(errors='replace')}",
+                f"{len(failed)} prep task(s) failed: {failed[0]}",
                 hint="fix the cause and rerun; finished units are kept",
             )
         if time.monotonic() > deadline:
@@ -205,13 +209,35 @@ def wait_for_receipts(
         time.sleep(poll_s)
 
 
+def _slurm_step() -> str | None:
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"{job}.{os.environ.get('SLURM_STEP_ID', '')}" if job else None
+
+
 def mark_rank_failed(work_dir: Path, rank: int, message: str) -> None:
-    atomic_write_bytes(work_dir / STATE_DIR / f"failed-rank-{rank}", message.encode())
+    marker = {"message": message, "step": _slurm_step()}
+    atomic_write_json(work_dir / STATE_DIR / f"failed-rank-{rank}", marker)
 
 
-def clear_rank_failures(work_dir: Path) -> None:
-    for path in (work_dir / STATE_DIR).glob("failed-rank-*"):
-        path.unlink(missing_ok=True)
+def _current_failures(work_dir: Path, since: float) -> list[str]:
+    """Messages of failure markers from this attempt: the same Slurm step, else written after
+    ``since`` (with a minute of slack for a task that failed before task 0 started)."""
+    step = _slurm_step()
+    messages = []
+    for path in sorted((work_dir / STATE_DIR).glob("failed-rank-*")):
+        try:
+            marker = json.loads(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        current = marker.get("step") == step if step else mtime >= since - 60
+        if current:
+            messages.append(str(marker.get("message")))
+    return messages
+
+
+def clear_rank_failure(work_dir: Path, rank: int) -> None:
+    (work_dir / STATE_DIR / f"failed-rank-{rank}").unlink(missing_ok=True)
 
 
 def wipe(work_dir: Path, names: Iterable[str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,11 +263,3 @@ def train_byte_level_bpe(texts: Iterable[str], train: TokenizerTrainSpec) -> str
     )
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer.to_str()
-
-
-def copy_tree_files(src: Path, dest: Path) -> None:
-    """Copy plain files from ``src`` into ``dest`` (used for shipped tokenizer folders)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.iterdir()):
-        if path.is_file():
-            shutil.copy2(path, dest / path.name)
