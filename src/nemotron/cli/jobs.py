@@ -65,6 +65,20 @@ def _get(ident: str, env_file: str | None):
     return _refresh(record)
 
 
+def _chain_order(records: list) -> list:
+    """A pipe's jobs upstream first: by dependency depth, then submission order."""
+    by_id = {r.id: r for r in records}
+
+    def depth(record, seen=()) -> int:
+        ups = [by_id[d] for d in record.depends_on if d in by_id and d not in seen]
+        return 1 + max((depth(u, (*seen, record.id)) for u in ups), default=-1)
+
+    def slurm_id(record) -> int:
+        return int(record.scheduler_id) if (record.scheduler_id or "").isdigit() else -1
+
+    return sorted(records, key=lambda r: (r.created, depth(r), slurm_id(r)))
+
+
 EnvOpt = typer.Option(None, "--env-file", help="env.toml (for NEMOTRON_HOME).")
 
 
@@ -115,7 +129,7 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
     console = Console(highlight=False)
     home = _home(env_file)
     pipe_members = [r for r in list_records(home) if r.pipe == ident]
-    records = list(reversed(pipe_members)) if pipe_members else [_get(ident, env_file)]
+    records = _chain_order(pipe_members) if pipe_members else [_get(ident, env_file)]
     worst = 0
     for r in records:
         r = _refresh(r) if pipe_members else r
@@ -199,18 +213,24 @@ def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
     console = Console(highlight=False)
     home = _home(env_file)
     members = [r for r in list_records(home) if r.pipe == ident]
-    targets = members or [_get(ident, env_file)]
+    targets = _chain_order(members) if members else [_get(ident, env_file)]
     for record in targets:
         record = _refresh(record)
         if record.state in TERMINAL:
-            console.print(f"{record.id}: already {record.state}")
+            why = f" ({record.reason})" if record.reason else ""
+            console.print(f"{record.id}: {record.state}{why}")
             continue
         if record.executor == "slurm":
             from nemotron.launch.slurm import cancel_record
 
-            cancel_record(record)
+            cancel_record(record)  # also cancels the jobs of its pipe that wait for it
         elif record.executor == "local":
             from nemotron.launch.local import cancel_local
 
             cancel_local(record)
         console.print(f"{record.id}: cancelled")
+        if not members and record.pipe:
+            for other in _chain_order([r for r in list_records(home) if r.pipe == record.pipe]):
+                if other.state == "CANCELLED" and other.reason == \
+                        f"upstream {record.stage} CANCELLED":
+                    console.print(f"{other.id}: cancelled (it waited for {record.stage})")

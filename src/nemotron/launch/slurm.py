@@ -102,18 +102,33 @@ def _setup_lines(commands: Sequence[str]) -> str | None:
     return "\n".join(lines) or None
 
 
-def slurm_executor(profile: Mapping[str, Any], job_dir: str | os.PathLike) -> Any:
+def _expanding_quote(value: str) -> str:
+    """``value`` in double quotes where ``$NAME`` and ``${NAME...}`` expand (as they do for a
+    local run's environment) and nothing else does: no command substitution, no backticks."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+    return '"' + re.sub(r"\$(?![A-Za-z_{])", r"\\$", escaped) + '"'
+
+
+def slurm_executor(
+    profile: Mapping[str, Any],
+    job_dir: str | os.PathLike,
+    *,
+    env: Mapping[str, str] | None = None,
+    remote_dir: str | None = None,
+) -> Any:
     """A NeMo-Run ``SlurmExecutor`` for ``profile`` (a dict of profile keys).
 
     ``job_dir`` is the local NeMo-Run home: experiments go to ``<job_dir>/experiments`` and our
     job records to ``<job_dir>/slurm-jobs``. With ``tunnel = "local"`` (on a login node) the jobs
     read their scripts and write their logs right there, so it must be on a filesystem the
     compute nodes share; nothing is copied. With ``tunnel = "ssh"`` the experiment folder is
-    rsynced to the profile's ``job_dir`` on the cluster, which is then required.
+    rsynced to ``remote_dir`` (default: the profile's ``job_dir``) on the cluster.
 
     Container flags are emitted only when ``container_image`` is set (mounts are ignored
     without one). Env vars whose names look secret (KEY, TOKEN, ...) are left out: the sbatch
-    script is a plain file; secrets reach the job through its secrets file.
+    script is a plain file; secrets reach the job through its secrets file. The profile's
+    ``env_vars`` are literal; ``env`` (a stage's whole environment, replacing them) may refer to
+    other variables as ``$NAME`` or ``${NAME:-default}``, as in a local run.
     """
     _check_keys(profile)
     account = profile.get("account")
@@ -134,11 +149,15 @@ def slurm_executor(profile: Mapping[str, Any], job_dir: str | os.PathLike) -> An
     for mount in mounts:
         if not isinstance(mount, str) or ":" not in mount:
             raise UserError(f"container mount {mount!r} must be SRC:DST[:FLAGS]")
-    env_vars = {
-        str(k): shlex.quote(str(v))  # NeMo-Run writes `export K=v` unquoted
-        for k, v in (profile.get("env_vars") or {}).items()
-        if not _secret_name(str(k))
-    }
+    if env is None:  # NeMo-Run writes `export K=v` unquoted
+        env_vars = {
+            str(k): shlex.quote(str(v))
+            for k, v in (profile.get("env_vars") or {}).items()
+            if not _secret_name(str(k))
+        }
+    else:
+        env_vars = {str(k): _expanding_quote(str(v)) for k, v in env.items()
+                    if not _secret_name(str(k))}
     run = _nemo_run()
     from nemo_run.core.tunnel.client import LocalTunnel, SSHTunnel
 
@@ -147,7 +166,7 @@ def slurm_executor(profile: Mapping[str, Any], job_dir: str | os.PathLike) -> An
     if tunnel_kind == "local":
         tunnel = LocalTunnel(job_dir=str(home / "experiments"))
     elif tunnel_kind == "ssh":
-        host, remote = profile.get("host"), profile.get("job_dir")
+        host, remote = profile.get("host"), remote_dir or profile.get("job_dir")
         if not host or not remote:
             raise UserError(
                 "tunnel = 'ssh' needs host and job_dir (the folder on the cluster)",
@@ -338,6 +357,7 @@ class SlurmTask:
     command: Sequence[str] | str
     executor: Any
     after: tuple[str, ...] = ()
+    record: Path | None = None  # where to keep its SlurmRecord (default <home>/slurm-jobs/)
 
 
 @dataclass
@@ -434,7 +454,7 @@ def submit(
         enable_goodbye_message=False, skip_status_at_exit=True,
     )  # fmt: skip
     try:
-        with detached_stdin(), experiment:
+        with detached_stdin(), _quiet_nemo_run(), experiment:
             for task in tasks:
                 experiment.add(
                     script_for(task.command), executor=task.executor, name=task.name,
@@ -452,6 +472,20 @@ def submit(
             else "check account, partition and resources in the profile",
         ) from exc
     return _remember(experiment, tasks, home)
+
+
+@contextlib.contextmanager
+def _quiet_nemo_run() -> Iterator[None]:
+    """NeMo-Run logs every launch ("Launched app: ...") at INFO; we print our own summary."""
+    import logging
+
+    logger = logging.getLogger("nemo_run")
+    saved = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def _sbatch_error(exc: BaseException) -> str:
@@ -480,7 +514,7 @@ def _remember(experiment: Any, tasks: Sequence[SlurmTask], home: Path) -> list[S
             submit_command=submit_command(job.executor, sbatch, deps), dependencies=deps,
             submitted=_now(), updated=_now(),
         )  # fmt: skip
-        path = record_path(home, job_id)
+        path = task.record or record_path(home, job_id)
         save_record(path, record)
         submitted.append(
             SubmittedJob(task.name, job_id, experiment._id, sbatch, record.task_dir, path)
@@ -542,6 +576,8 @@ class JobState:
     reason: str | None = None  # e.g. DependencyNeverSatisfied, NonZeroExitCode
     dependency: str | None = None  # e.g. afterok:41(failed)
     source: str = "scontrol"  # scontrol | sacct | record | none
+    started: str | None = None  # UTC, ISO 8601 with Z; once it ran
+    ended: str | None = None  # UTC, once it ended
 
     @property
     def terminal(self) -> bool:
@@ -563,6 +599,25 @@ def _exit_code(text: str | None) -> int | None:
         return None
 
 
+def _utc(text: str | None) -> str | None:
+    """Slurm's local ``2026-11-21T23:39:09`` as UTC ``2026-11-21T22:39:09Z``; None if unset."""
+    if not text or not text[:1].isdigit():
+        return None  # Unknown, None, N/A
+    try:
+        stamp = time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def _times(state: str, start: str | None, end: str | None) -> dict[str, str | None]:
+    """Start and end only once they happened (a pending job's StartTime is an estimate, a
+    running job's EndTime its time limit)."""
+    ran = state not in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "UNKNOWN")
+    return {"started": _utc(start) if ran else None,
+            "ended": _utc(end) if state in TERMINAL_STATES else None}
+
+
 def _clean_state(state: str) -> str:
     return state.split()[0].rstrip("+").upper() if state.strip() else "UNKNOWN"
 
@@ -582,23 +637,25 @@ def _from_scontrol(job_id: str, shell: SlurmShell) -> JobState | None:
             reason=fields.get("Reason") if fields.get("Reason") not in (None, "None") else None,
             dependency=dependency if dependency not in (None, "(null)") else None,
             source="scontrol",
+            **_times(state, fields.get("StartTime"), fields.get("EndTime")),
         )
     return None
 
 
 def _from_sacct(job_id: str, shell: SlurmShell) -> JobState | None:
     out = shell.run(
-        ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,Reason"],
+        ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,Reason,Start,End"],
         check=False,
     )
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) >= 4 and parts[0] == job_id:
+        if len(parts) >= 6 and parts[0] == job_id:
             state = _clean_state(parts[1])
             code = _exit_code(parts[2]) if state in TERMINAL_STATES else None
             return JobState(
                 job_id=job_id, state=state, exit_code=code,
                 reason=parts[3] if parts[3] not in ("", "None") else None, source="sacct",
+                **_times(state, parts[4], parts[5]),
             )  # fmt: skip
     return None
 
@@ -756,3 +813,43 @@ def job_logs(record: SlurmRecord) -> list[str]:
 def _restart_number(path: str) -> int:
     match = re.search(r"_(\d+)\.out$", path)
     return int(match.group(1)) if match else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# plans and job records (nemotron.launch.slurm_jobs; imported on use)
+
+
+def render_sbatch(plan: Any) -> str:
+    """The sbatch script a submission of ``plan`` writes, exactly; no file is written."""
+    from nemotron.launch.slurm_jobs import render_sbatch as render
+
+    return render(plan)
+
+
+def submit_plans(plans: Sequence[Any], records: Sequence[Any], *, attached: bool,
+                 say: Callable[[str], Any] = print) -> int:
+    """Submit plans (one stage, or a pipe's) as dependent Slurm jobs; see ``slurm_jobs``."""
+    from nemotron.launch.slurm_jobs import submit_plans as submit_all
+
+    return submit_all(plans, records, attached=attached, say=say)
+
+
+def refresh_record(record: Any) -> Any:
+    """A job record brought up to date with Slurm (then sacct, then what we saw last)."""
+    from nemotron.launch.slurm_jobs import refresh_record as refresh
+
+    return refresh(record)
+
+
+def cancel_record(record: Any) -> None:
+    """Cancel the job and the jobs of its pipe run that wait for it."""
+    from nemotron.launch.slurm_jobs import cancel_record as cancel
+
+    cancel(record)
+
+
+def log_path(record: Any) -> Path | None:
+    """The job's newest log file (command output, else the batch script's trace)."""
+    from nemotron.launch.slurm_jobs import log_path as newest
+
+    return newest(record)

@@ -61,6 +61,8 @@ class Profile(_Strict):
     constraint: str | None = None
     retries: int = Field(0, ge=0)
     dependency_type: Literal["afterok", "afterany"] = "afterok"
+    kill_on_invalid_dep: bool = Field(
+        True, description="Slurm cancels a job whose dependency can no longer be satisfied")
     tunnel: Literal["local", "ssh"] = "local"
     host: str | None = None
     user: str | None = None

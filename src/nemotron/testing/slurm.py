@@ -93,6 +93,20 @@ class Cluster:
     def status(self) -> dict[str, int | None]:
         return daemon_pids(self.dir)
 
+    def release_requeued(self, job_id: str, timeout: float = 120) -> None:
+        """Start a requeued job now instead of after Slurm's hold (about 2 minutes, reason
+        ``BeginTime``). Waits for the requeue to settle first: moving the start time while the
+        failed run is still completing ends the job as FAILED instead."""
+        job = str(job_id)
+
+        def held() -> bool:
+            shown = self.run("scontrol", "show", "job", "-o", job, check=False)
+            return "JobState=PENDING" in shown and "Reason=BeginTime" in shown
+
+        _wait(f"job {job} to be requeued", held, timeout)
+        time.sleep(3)
+        self.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+
     def forget_job(self, job_id: str, timeout: float = 40) -> None:
         """Make the cluster forget a finished job, as MinJobAge plus a ``PurgeJobAfter`` purge do.
 
