@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from tests.backends.cluster.cluster_helpers import load_config
 
 from nemotron.backends.megatron import commands
 from nemotron.backends.megatron.apply import apply_overrides
 from nemotron.backends.megatron.translate import BridgeInputs, to_bridge
 from nemotron.backends.megatron.versions import resolve_target
+from tests.backends.cluster.cluster_helpers import load_config
 
 
 # Stand-ins shaped like the ConfigContainer sections (plain dataclasses, names as upstream).

@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 
 import pytest
-from tests.backends.cluster.cluster_helpers import load_config
 
 from nemotron.backends.megatron import checks
 from nemotron.errors import UserError
+from tests.backends.cluster.cluster_helpers import load_config
 
 # config.json of a Nemotron 3 Nano checkpoint, written from REFERENCE §1 (HF key names as
 # transformers' NemotronHConfig and Megatron-Bridge's bridge read them).

@@ -8,13 +8,13 @@ import dataclasses
 import importlib
 
 import pytest
-from tests.backends.cluster.cluster_helpers import load_config
-from tests.backends.cluster.test_cluster_golden import BLEND, CONFIGS, TRAINING, spec_for
 
 from nemotron.backends.megatron.contract import problems
 from nemotron.backends.megatron.translate import BridgeInputs, to_bridge
 from nemotron.backends.megatron.versions import TARGETS, bridge_fields, resolve_target
 from nemotron.errors import UserError
+from tests.backends.cluster.cluster_helpers import load_config
+from tests.backends.cluster.test_cluster_golden import BLEND, CONFIGS, TRAINING, spec_for
 
 
 def nano(overrides=()):

@@ -5,10 +5,10 @@ backend; with the Slurm renderer present, the sbatch script too. Nothing is writ
 from __future__ import annotations
 
 import pytest
-from tests.backends.cluster.cluster_helpers import load_config
-from tests.backends.cluster.test_cluster_golden import CONFIGS
 
 from nemotron.cli.main import run
+from tests.backends.cluster.cluster_helpers import load_config
+from tests.backends.cluster.test_cluster_golden import CONFIGS
 
 ENV = """
 [cluster]

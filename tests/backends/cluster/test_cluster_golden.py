@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+
 from tests.backends.cluster.cluster_helpers import (
     GOLDEN,
     check_golden,

@@ -8,10 +8,10 @@ import json
 
 import pytest
 import yaml
-from tests.backends.cluster.cluster_helpers import load_config, make_job
-from tests.backends.cluster.test_cluster_checks import NANO_HF, SUPER_HF
 
 from nemotron.errors import UserError
+from tests.backends.cluster.cluster_helpers import load_config, make_job
+from tests.backends.cluster.test_cluster_checks import NANO_HF, SUPER_HF
 
 
 def job_for(tmp_path, family, stage, config, overrides=(), inputs=None, **kw):
@@ -46,12 +46,12 @@ def recorded(monkeypatch):
 # ------------------------------------------------------------------------- megatron pretrain
 def pretrain_data(tmp_path):
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "tokenizer").mkdir(parents=True)
     (data / "blend.json").write_text(json.dumps({
         "train": ["3", "train/shard_0", "1", "/abs/train/shard_1"],
         "valid": ["1", "valid/shard_0"], "test": None}))
     return {"data": {"kind": "pretrain-data", "path": str(data), "name": "nano3-pretrain-data",
-                     "metadata": {"blend": "blend.json", "tokenizer": "/tok"}}}
+                     "metadata": {"blend": "blend.json", "tokenizer": "tokenizer"}}}
 
 
 def test_pretrain_reads_the_blend_with_absolute_prefixes(tmp_path, recorded):
@@ -65,7 +65,7 @@ def test_pretrain_reads_the_blend_with_absolute_prefixes(tmp_path, recorded):
     assert over["dataset.blend_per_split"] == [
         [[f"{data}/train/shard_0", "/abs/train/shard_1"], [3.0, 1.0]],
         [[f"{data}/valid/shard_0"], [1.0]], None]
-    assert over["tokenizer.tokenizer_model"] == "/tok"
+    assert over["tokenizer.tokenizer_model"] == f"{data}/tokenizer"  # inside the artifact
     assert over["checkpoint.load"] == str(work / "checkpoints")
     assert over["logger.wandb_project"] == "p" and over["logger.wandb_exp_name"] == job.job.id
 
@@ -207,10 +207,9 @@ def test_qat_data_must_be_packed_at_its_sequence_length(tmp_path, recorded):
 
 
 def test_metadata_records_the_target_version(tmp_path):
-    from tests.backends.cluster.test_cluster_golden import spec_for
-
     from nemotron.backends.megatron.train import model_metadata
     from nemotron.lineage.kinds import validate_metadata
+    from tests.backends.cluster.test_cluster_golden import spec_for
 
     job, cfg, work = job_for(tmp_path, "nano3", "sft", "lora")
     megatron_checkpoint_dir(work, 100)
@@ -426,9 +425,8 @@ def test_shot_counts_in_task_names_must_agree():
 
 
 def test_run_config_adapts_to_the_launcher_dialect():
-    from tests.backends.cluster.test_cluster_golden import evaluator_spec
-
     from nemotron.backends.evaluator.translate import for_launcher_version
+    from tests.backends.cluster.test_cluster_golden import evaluator_spec
 
     document = evaluator_spec(load_config("nano3", "eval", "default")[1])["launcher_run"]
     assert for_launcher_version(document, "0.1.50") is document
@@ -449,9 +447,9 @@ def test_the_installed_launcher_accepts_the_run_config(family, tmp_path, monkeyp
 
     from nemo_evaluator_launcher.api.functional import run_eval
     from nemo_evaluator_launcher.api.types import RunConfig
-    from tests.backends.cluster.test_cluster_golden import evaluator_spec
 
     from nemotron.backends.evaluator.translate import for_launcher_version
+    from tests.backends.cluster.test_cluster_golden import evaluator_spec
 
     monkeypatch.setenv("HOME", str(tmp_path))
     document = evaluator_spec(load_config(family, "eval", "default")[1])["launcher_run"]

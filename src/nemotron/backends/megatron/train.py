@@ -29,7 +29,7 @@ def pretrain(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     base, resume = starting_point(str(own) if has_checkpoint(own) else None,
                                   previous_model(job, cfg), cfg.train.train_iters)
     inputs = BridgeInputs(
-        out_dir=str(work_dir), blend=blend, tokenizer=data_meta.get("tokenizer"),
+        out_dir=str(work_dir), blend=blend, tokenizer=tokenizer_of(data),
         base_checkpoint=base, resume_checkpoint=resume, **wandb_inputs(job),
     )
     spec = to_bridge(cfg, inputs, "pretrain")
@@ -50,7 +50,7 @@ def sft(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     quantized = bool((model.metadata.get("extra") or {}).get("quant_config"))
     train_path, valid_path, pack = sft_data_paths(data, target.packed_format, work_dir)
     inputs = BridgeInputs(
-        out_dir=str(work_dir), tokenizer=data.metadata.get("tokenizer"),
+        out_dir=str(work_dir), tokenizer=tokenizer_of(data),
         sft_train=train_path, sft_valid=valid_path, pack_size=pack,
         base_checkpoint=base, quantized=quantized, **wandb_inputs(job),
     )
@@ -82,6 +82,15 @@ def starting_point(own: str | None, previous: tuple[str, int | None] | None, tra
     if step is not None and step < train_iters:
         return None, path
     return path, None
+
+
+def tokenizer_of(ref) -> str | None:
+    """The tokenizer recorded with a data artifact: a hub name, or a folder inside it."""
+    value = (ref.metadata or {}).get("tokenizer") if ref is not None else None
+    if not value or os.path.isabs(value):
+        return value
+    inside = Path(ref.path) / value
+    return str(inside) if inside.exists() else value
 
 
 def read_blend(data_dir: Path, name: str) -> dict[str, Any]:
