@@ -121,6 +121,9 @@ def test_batch_returns_at_once_then_logs_follow_and_cancel(cli, slurm_env, home)
 
     wait_for(lambda: cli("jobs", "status", jobs["prep-rl"].id).stdout.split()[1] == "RUNNING",
              what="the slow job to start")
+    again = cli("nano3", "data", "prep", "rl", "-c", "tiny", "--batch", "local-slurm")
+    assert again.exit_code == 2  # two jobs must never build the same output
+    assert f"is already running as job {jobs['prep-rl'].id}" in again.output
     cancelled = cli("jobs", "cancel", jobs["prep-rl"].id)
     assert cancelled.exit_code == 0 and "cancelled" in cancelled.stdout
     status = cli("jobs", "status", jobs["prep-rl"].scheduler_id)
@@ -143,6 +146,25 @@ def test_failure_mid_chain_cancels_dependents_with_the_reason(cli, slurm_env, ho
     status = cli("jobs", "status", pretrain.pipe)
     assert "reason: upstream prep-pretrain FAILED" in status.stdout
     assert "missing field 'nope'" in status.stdout  # the failed stage's log tail
+
+
+def test_without_kill_on_invalid_dep_jobs_status_cancels_the_stuck_dependent(
+    cli, slurm_env, home  # noqa: F811
+):
+    slurm_env.write_text(PROFILE + "kill_on_invalid_dep = false\n")
+    result = cli("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch", "local-slurm",
+                 f"prep-pretrain.{BAD_SOURCE}")
+    assert result.exit_code == 0, result.output
+    jobs = records_by_stage(home)
+    from nemotron.launch.slurm import job_state
+
+    blocked = wait_for(lambda: (s := job_state(jobs["pretrain"].scheduler_id)).blocked and s,
+                       what="Slurm to leave the dependent pending for ever")
+    assert blocked.dependency == f"afterok:{jobs['prep-pretrain'].scheduler_id}(failed)"
+    status = cli("jobs", "status", jobs["pretrain"].pipe)  # looking at it cancels it
+    assert "reason: upstream prep-pretrain FAILED" in status.stdout
+    assert wait_for(lambda: job_state(jobs["pretrain"].scheduler_id).state == "CANCELLED",
+                    timeout=20)
 
 
 def test_tiny_pipe_as_dependent_jobs_cancel_mid_chain_then_resume(

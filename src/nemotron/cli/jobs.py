@@ -154,6 +154,15 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
     raise typer.Exit(worst)
 
 
+def _log_file(record) -> Path | None:
+    path = Path(record.log) if record.log else None
+    if (path is None or not path.exists()) and record.executor == "slurm":
+        from nemotron.launch.slurm import log_path
+
+        path = log_path(record)
+    return path
+
+
 @jobs_app.command("logs")
 def jobs_logs(
     ident: str = typer.Argument(..., help="Job id (or prefix) or Slurm id."),
@@ -173,14 +182,13 @@ def jobs_logs(
     from nemotron.launch.records import TERMINAL
 
     record = _get(ident, env_file)
-    path = Path(record.log) if record.log else None
+    path = _log_file(record)
+    while (path is None or not path.exists()) and follow and record.state not in TERMINAL:
+        time.sleep(0.5)  # -f on a queued job: wait for it to start writing
+        record = _refresh(record)
+        path = _log_file(record)
     if path is None or not path.exists():
-        if record.executor == "slurm":
-            from nemotron.launch.slurm import log_path
-
-            path = log_path(record)
-        if path is None or not path.exists():
-            raise UserError(f"job {record.id} has no log yet ({record.state})")
+        raise UserError(f"job {record.id} has no log yet ({record.state})")
     with open(path, "rb") as fh:
         while True:
             chunk = fh.read(65536)

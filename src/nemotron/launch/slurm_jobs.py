@@ -598,7 +598,7 @@ def log_path(record: JobRecord) -> Path | None:
     if slurm is None:
         return None
     if slurm.tunnel == "local":
-        latest = _latest_log(slurm, ended=True)
+        latest = _latest_log(slurm, ended=record.state in TERMINAL)
         return Path(latest) if latest else None
     logs = sl.job_logs(slurm)
     text = slurm.shell().run(["cat", logs[-2] if len(logs) > 1 else logs[-1]], check=False)

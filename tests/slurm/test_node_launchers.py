@@ -1,0 +1,64 @@
+"""The node-side launchers (``python -m nemotron.launch.node``), without a cluster: the torchrun
+command line they build from the job's environment, and Ray's fallback when it is missing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from nemotron.launch import node
+
+STAGE = ["/venv/bin/python", "-m", "nemotron.stages.pretrain", "--job", "/jobs/x/job.yaml"]
+
+
+@pytest.fixture
+def slurm_env(monkeypatch):
+    for key in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES", "SLURM_NODEID", "SLURM_PROCID",
+                "SLURM_JOB_ID", "SLURM_LAUNCH_NODE_IPADDR", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def test_torchrun_on_one_node_is_standalone(slurm_env):
+    argv = node.torchrun_argv(STAGE, nproc=8, nodes=1)
+    assert argv[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--standalone" in argv and "--nproc-per-node=8" in argv
+    assert argv[-4:] == ["-m", "nemotron.stages.pretrain", "--job", "/jobs/x/job.yaml"]
+
+
+def test_torchrun_across_nodes_meets_on_the_first_node(slurm_env):
+    slurm_env.setenv("SLURM_JOB_NUM_NODES", "4")
+    slurm_env.setenv("SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7")
+    slurm_env.setenv("SLURM_JOB_ID", "4242")
+    argv = node.torchrun_argv(STAGE, nproc=8, nodes=node.job_nodes())
+    assert "--nnodes=4" in argv and "--standalone" not in argv
+    assert "--rdzv-backend=c10d" in argv
+    assert "--rdzv-endpoint=10.0.0.7:29742" in argv  # 29500 + job id % 1000
+    assert "--rdzv-id=4242" in argv
+
+
+def test_torchrun_runs_a_binary_without_python(slurm_env):
+    argv = node.torchrun_argv(["bash", "-c", "echo hi"], nproc=2, nodes=1)
+    assert argv[-4:] == ["--no-python", "bash", "-c", "echo hi"]
+
+
+def test_without_ray_one_node_runs_the_stage_and_says_so(slurm_env, capfd, monkeypatch):
+    monkeypatch.setattr(node, "ray_command", lambda: None)
+    code = node.main(["ray", "--", sys.executable, "-c", "print('stage ran'); raise SystemExit(4)"])
+    out, err = capfd.readouterr()
+    assert code == 4
+    assert "stage ran" in out
+    assert "ray package is not installed here: one node" in err
+
+
+def test_without_ray_several_nodes_refuse(slurm_env, capfd, monkeypatch):
+    monkeypatch.setattr(node, "ray_command", lambda: None)
+    slurm_env.setenv("SLURM_JOB_NUM_NODES", "2")
+    assert node.main(["ray", "--", "true"]) == 2
+    assert "this job has 2 nodes" in capfd.readouterr().err
+
+
+def test_a_command_is_required():
+    with pytest.raises(SystemExit):
+        node.main(["ray"])
