@@ -407,6 +407,7 @@ def test_eval_runs_the_launcher_against_an_endpoint_and_registers_scores(tmp_pat
     assert seen["target"]["api_endpoint"]["url"] == "http://h:9/v1/completions"
     assert meta["results"]["hellaswag"]["acc"] == 0.61
     assert meta["extra"]["checkpoint"] == str(ckpt / "iter_0000100")
+    assert meta["extra"]["nemo_evaluator_launcher"] == "0.1.50"
     validate_metadata("eval-results", meta)
 
 

@@ -57,7 +57,8 @@ def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
             host = None
         url = endpoint_url(settings, host or "127.0.0.1")
         document = launcher_config(cfg, settings, url, str(work_dir / "launcher"))
-        document = for_launcher_version(document, launcher_version())
+        launcher = launcher_version()
+        document = for_launcher_version(document, launcher)
         config_file = work_dir / "launcher_run.yaml"
         config_file.write_text(yaml.safe_dump(document, sort_keys=False, width=100))
         invocation = launch(config_file)
@@ -77,7 +78,8 @@ def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     first = next(iter(results))
     return {"results": results, "primary": f"{first}/{next(iter(results[first]))}",
             "extra": {"invocation": invocation, "endpoint": url, "checkpoint": checkpoint,
-                      "tasks": [t.name for t in cfg.eval.tasks]}}
+                      "tasks": [t.name for t in cfg.eval.tasks],
+                      "nemo_evaluator_launcher": launcher}}
 
 
 def model_checkpoint(job) -> tuple[str, str]:
