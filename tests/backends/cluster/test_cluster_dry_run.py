@@ -91,3 +91,13 @@ def test_the_backend_description_runs_the_translation_at_plan_time():
     lines = megatron.describe(cfg, "model", "model-quantize")
     assert any("quantize.py" in line and "mamba_moe_nvfp4_conservative" in line
                for line in lines)
+
+
+@pytest.mark.parametrize("family,stage,config", CONFIGS)
+def test_every_cluster_config_describes_what_the_node_will_run(family, stage, config):
+    import importlib
+
+    st, cfg = load_config(family, stage, config)
+    lines = importlib.import_module(f"nemotron.backends.{cfg.run.backend}").describe(
+        cfg, st.entry, st.name)
+    assert lines and all(isinstance(line, str) and line for line in lines)
