@@ -296,6 +296,34 @@ def test_status_reads_right_after_slurm_forgot_the_job(cli, slurm_env, home, slu
     assert records_by_stage(home)["prep-rl"].state in TERMINAL
 
 
+def test_data_prep_over_two_slurm_tasks_writes_what_a_local_run_writes(
+    cli, slurm_env, home, tmp_path, monkeypatch  # noqa: F811
+):
+    spread = cli("nano3", "data", "prep", "pretrain", "-c", "tiny", "--run", "local-slurm",
+                 "run.env.ntasks_per_node=2")
+    assert spread.exit_code == 0, spread.output
+    slurm = load_script_of(records_by_stage(home)["prep-pretrain"])
+    assert "#SBATCH --ntasks-per-node=2" in slurm
+    monkeypatch.setenv("NEMOTRON_HOME", str(tmp_path / "local-home"))
+    local = cli("nano3", "data", "prep", "pretrain", "-c", "tiny", "--run", "local")
+    assert local.exit_code == 0, local.output
+
+    def shards(root):
+        (folder,) = (root / "artifacts" / "nano3-pretrain-data-tiny").iterdir()
+        return {str(p.relative_to(folder)): p.read_bytes()
+                for p in sorted((folder / "data").rglob("*")) if p.is_file()}
+
+    on_slurm, here = shards(home), shards(tmp_path / "local-home")
+    assert on_slurm and on_slurm.keys() == here.keys()
+    assert [k for k in on_slurm if on_slurm[k] != here[k]] == []
+
+
+def load_script_of(record):
+    from nemotron.launch.slurm import load_record
+
+    return Path(load_record(Path(record.job_dir) / "slurm.json").sbatch).read_text()
+
+
 def test_dry_run_scripts_are_the_submitted_ones(slurm_env, home):  # noqa: F811
     """A plan renders its sbatch script before anything exists; submitting that same plan
     writes exactly that file (also for jobs that wait for others: dependencies go on the

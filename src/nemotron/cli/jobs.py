@@ -145,8 +145,9 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
             console.print(f"  output {slot}: {out.get('name')} -> {out.get('path')}")
         if r.log:
             console.print(f"  log: {r.log}")
-        if r.state == "FAILED" and r.log and Path(r.log).is_file():
-            tail = Path(r.log).read_text(errors="replace").splitlines()[-15:]
+        failed_log = _log_file(r) if r.state == "FAILED" else None  # (fetched over SSH)
+        if failed_log is not None and failed_log.is_file():
+            tail = failed_log.read_text(errors="replace").splitlines()[-15:]
             console.print("  last lines of the log:")
             for line in tail:
                 console.print(f"    {line}", markup=False)

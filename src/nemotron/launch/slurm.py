@@ -476,16 +476,19 @@ def submit(
 
 @contextlib.contextmanager
 def _quiet_nemo_run() -> Iterator[None]:
-    """NeMo-Run logs every launch ("Launched app: ...") at INFO; we print our own summary."""
+    """NeMo-Run logs every launch ("Launched app: ...") and paramiko every SSH connection at
+    INFO; we print our own summary."""
     import logging
 
-    logger = logging.getLogger("nemo_run")
-    saved = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("nemo_run", "paramiko")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(saved)
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 def _sbatch_error(exc: BaseException) -> str:
@@ -545,7 +548,7 @@ class SlurmShell:
     def argv(self, argv: Sequence[str]) -> list[str]:
         if self.tunnel != "ssh":
             return list(argv)
-        ssh = ["ssh", "-o", "BatchMode=yes"]
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
         if self.identity:
             ssh += ["-i", os.path.expanduser(self.identity)]
         target = f"{self.user}@{self.host}" if self.user else str(self.host)
