@@ -55,6 +55,8 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
         console.print("backend   nemotron.data (worker processes; Slurm tasks split the shards)")
     else:
         console.print(f"backend   {plan.config.run.backend}")
+        for line in plan.backend_lines:
+            console.print(f"          {escape(line)}", soft_wrap=True)
     console.print(f"job       {plan.job_id}  ({escape(str(plan.job_dir))})")
     console.print("\n[bold]command[/]")
     console.print("  " + escape(" ".join(plan.command())), soft_wrap=True)

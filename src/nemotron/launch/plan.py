@@ -57,6 +57,7 @@ class ResolvedInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     missing_hint: str | None = None
     planned: bool = False  # produced by an earlier stage of the same pipe
+    optional: bool = False  # an optional slot left unset: not an input of this run
 
     def as_job(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,7 @@ class Plan:
     pipe_id: str | None = None
     warnings: list[str] = field(default_factory=list)
     force: bool = False
+    backend_lines: list[str] = field(default_factory=list)  # what the cluster backend will run
 
     @property
     def job_dir(self) -> Path:
@@ -360,6 +362,7 @@ def build_plan(
         slot.slot: resolve_input(family, stage, slot, cfg, config_name, store, upstream or {})
         for slot in stage.inputs
     }
+    inputs = {k: v for k, v in inputs.items() if not v.optional}
     missing = [i for i in inputs.values() if i.path is None]
     if missing and require_inputs:
         first = missing[0]
@@ -407,6 +410,8 @@ def build_plan(
     )
     plan.cost = estimate_cost(cfg, profile, family)
     backend = cfg.run.backend
+    if backend in CLUSTER_BACKENDS and stage.entry != "prep":
+        plan.backend_lines = describe_backend(cfg, stage)
     if backend in CLUSTER_BACKENDS and profile.executor == "local" and not profile.container_image:
         plan.warnings.append(
             f"the {backend} backend runs inside the NeMo containers on GPUs; this profile runs "
@@ -423,6 +428,19 @@ def build_plan(
     if plan.decision == "run":
         plan.reason = "forced" if force else "no output with this identity yet"
     return plan
+
+
+def describe_backend(cfg: StageConfig, stage: Stage) -> list[str]:
+    """The cluster backend's own account of what it will run (translation included, so a
+    config its library would reject fails here, before submission)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"nemotron.backends.{cfg.run.backend}")
+    except ImportError:
+        return []
+    describe = getattr(module, "describe", None)
+    return list(describe(cfg, stage.entry, stage.name)) if describe else []
 
 
 def stage_fingerprint(stage: Stage, cfg: StageConfig) -> str | None:
@@ -449,6 +467,8 @@ def resolve_input(
     upstream: dict[str, PlannedOutput],
 ) -> ResolvedInput:
     asked = getattr(cfg.run, slot.slot, None) if slot.slot in ("data", "model") else None
+    if asked is None and slot.optional:
+        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=None, path=None, optional=True)
     if asked is None and slot.source and slot.source in upstream:
         planned = upstream[slot.source]
         return ResolvedInput(

@@ -43,6 +43,7 @@ class Slot:
     kind: str
     name: str | None = None  # outputs: artifact base name, e.g. "pretrain-model"
     source: str | None = None  # inputs: the stage whose output fills this slot by default
+    optional: bool = False  # inputs: used only when given (run.<slot>=...)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def _slots(raw: dict[str, Any] | None, where: str, output: bool) -> tuple[Slot, 
                 kind=spec["kind"],
                 name=spec.get("name") if output else None,
                 source=None if output else spec.get("from"),
+                optional=bool(spec.get("optional", False)) and not output,
             )
         )
     return tuple(slots)
