@@ -141,6 +141,10 @@ def test_gpt_dataset_builds_from_our_blend(prepared, tmp_path):
     shutil.copytree(prepared["work"], final, dirs_exist_ok=True)
     blend = json.loads((final / "blend.json").read_text())
     manifest = json.loads((final / "manifest.json").read_text())
+    assert pretrain.read_blend(final) == blend
+    moved = tmp_path / "moved"
+    shutil.copytree(final, moved)
+    assert pretrain.read_blend(moved)["train"][1].startswith(str(moved) + "/data/")
 
     class Tok:  # what GPTDataset reads from a MegatronTokenizer
         vocab_size = manifest["tokenizer"]["vocab_size"]

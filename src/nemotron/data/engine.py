@@ -266,11 +266,13 @@ def run_one(
 ) -> dict[str, Any]:
     """Run ``task`` on one unit and write its receipt; the result is the receipt."""
     root = Path(work_dir)
+    cpu = time.process_time()
     try:
         body = _resolve(task)(unit, shared, root, report)
-    except UserError as exc:  # UserError's hint does not survive pickling: send it as data
+    except UserError as exc:  # UserError's hint does not survive the pipe: send it as data
         return {"user_error": [exc.message, exc.hint]}
-    receipt = {"key": key, "unit": unit.uid, **body}
+    cpu = round(time.process_time() - cpu, 4)
+    receipt = {"key": key, "unit": unit.uid, **body, "cpu_s": cpu}
     atomic_write_json(receipt_path(root, unit), receipt)
     return receipt
 

@@ -61,6 +61,7 @@ class PretrainPrepResult:
     elapsed_s: float = 0.0
     encode_s: float = 0.0  # wall time of the unit phase (this run)
     steady_tokens_per_s: float = 0.0  # unit-phase throughput without start-up
+    unit_cpu_s: float = 0.0  # CPU seconds the work units took (all processes)
 
     def metadata(self) -> dict[str, Any]:
         """The ``pretrain-data`` lineage metadata (paths relative to the artifact folder)."""
@@ -453,6 +454,7 @@ def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> Pretrain
         elapsed_s=elapsed,
         encode_s=state.unit_seconds,
         steady_tokens_per_s=state.progress.steady_tokens_per_s() if state.progress else 0.0,
+        unit_cpu_s=sum(r.get("cpu_s", 0.0) for r in state.receipts.values()),
     )
 
 
