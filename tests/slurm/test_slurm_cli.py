@@ -133,6 +133,16 @@ def test_batch_returns_at_once_then_logs_follow_and_cancel(cli, slurm_env, home)
     assert jobs["prep-rl"].id in listed and "CANCELLED" in listed
 
 
+def test_a_refused_submission_is_a_user_error_and_recorded(cli, slurm_env, home):  # noqa: F811
+    slurm_env.write_text(PROFILE.replace(f'account = "{ACCOUNT}"', 'account = "no-such-account"'))
+    result = cli("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch", "local-slurm")
+    assert result.exit_code == 2
+    assert "Invalid account" in result.output
+    for record in records_by_stage(home).values():
+        assert record.state == "FAILED" and record.reason.startswith("not submitted:")
+        assert record.scheduler_id is None
+
+
 def test_failure_mid_chain_cancels_dependents_with_the_reason(cli, slurm_env, home):  # noqa: F811
     result = cli("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--run", "local-slurm",
                  f"prep-pretrain.{BAD_SOURCE}")

@@ -209,10 +209,10 @@ def submit_plans(
             tasks, home=submission_home(first), title=EXPERIMENT_TITLE,
             experiment_id=experiment_id(first),
         )  # fmt: skip
-    except UserError as exc:
+    except Exception as exc:
+        why = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         for entry in entries:
-            entry.record.update(state="FAILED", reason=f"not submitted: {exc.message}",
-                                ended=_now())
+            entry.record.update(state="FAILED", reason=f"not submitted: {why}", ended=_now())
         raise
     for entry, job in zip(entries, submitted, strict=True):
         entry.job = job
@@ -251,7 +251,8 @@ def _refuse_duplicates(entries: list[_Entry]) -> None:
     mine = {e.record.id for e in entries}
     wanted = {out.identity: e.plan for e in entries for out in e.plan.outputs.values()}
     for other in list_records(entries[0].plan.home):
-        if other.id in mine or other.executor != "slurm" or other.state in TERMINAL:
+        if other.id in mine or other.executor != "slurm" or other.state in TERMINAL or \
+                not other.scheduler_id:
             continue
         hits = {o.get("identity") for o in other.outputs.values()} & wanted.keys()
         if not hits:
