@@ -291,6 +291,35 @@ def test_ctrl_c_on_an_attached_run_cancels_the_job(slurm_env, home, tmp_path):  
     assert wait_for(lambda: job_state(record.scheduler_id).state == "CANCELLED", timeout=20)
 
 
+def test_ctrl_c_in_a_terminal_asks_and_can_detach(cli, slurm_env, home, tmp_path):  # noqa: F811
+    import pty
+
+    slurm_env.write_text(PROFILE + 'setup = ["sleep 300"]\n')
+    env = {**os.environ, "NEMOTRON_HOME": str(home), "COLUMNS": "200"}
+    terminal, terminal_end = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nemotron", "nano3", "data", "prep", "rl", "-c", "tiny", "--run",
+         "local-slurm"],
+        cwd=tmp_path / "work", env=env, stdin=terminal_end, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (r := records_by_stage(home).get("prep-rl")) and r.state == "RUNNING",
+                 what="the job to run")
+        proc.send_signal(signal.SIGINT)
+        os.write(terminal, b"d\n")  # answers the question: detach
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(terminal)
+        os.close(terminal_end)
+    assert proc.returncode == 0, out
+    assert "[C], or detach and leave them running [d]?" in out
+    record = records_by_stage(home)["prep-rl"]
+    assert cli("jobs", "status", record.id).stdout.split()[1] == "RUNNING"  # still running
+    assert cli("jobs", "cancel", record.id).exit_code == 0
+
+
 def test_status_reads_right_after_slurm_forgot_the_job(cli, slurm_env, home, slurm_cluster):  # noqa: F811
     result = cli("nano3", "data", "prep", "rl", "-c", "tiny", "--batch", "local-slurm")
     assert result.exit_code == 0, result.output
