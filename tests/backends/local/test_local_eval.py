@@ -32,3 +32,36 @@ def test_eval_writes_a_results_table(tmp_path, base_model):
         "tiny_arithmetic": 6, "tiny_chat_choice": 8}
     lines = (work / "samples_tiny_arithmetic.jsonl").read_text().splitlines()
     assert len(lines) == 6 and "target" in json.loads(lines[0])
+
+
+def test_task_fingerprint_follows_the_task_files(tmp_path):
+    import shutil
+
+    from nemotron.backends.local.evaluate import task_fingerprint
+    from nemotron.config.schema import decode
+    from nemotron.recipes import configs_root
+
+    for name in ("tiny_arithmetic.yaml", "tiny_arithmetic.jsonl"):
+        shutil.copy(configs_root() / "eval" / name, tmp_path / name)
+    cfg = decode({"eval": {"tasks": [{"name": "tiny_arithmetic",
+                                      "path": str(tmp_path / "tiny_arithmetic.yaml")}]}})
+    before = task_fingerprint(cfg)
+    assert before == task_fingerprint(cfg)
+    with (tmp_path / "tiny_arithmetic.jsonl").open("a") as fh:
+        fh.write('{"id": "x", "question": "What is 1 + 1?", "answer": "2"}\n')
+    assert task_fingerprint(cfg) != before  # a data edit makes a new identity possible
+
+
+def test_describe_says_what_the_local_backend_runs():
+    from nemotron.backends.local import describe
+    from nemotron.config.loader import load_config
+    from nemotron.config.schema import decode
+    from nemotron.recipes import configs_root, get_family
+
+    family = get_family("super3")
+    for stage, expected in (("pretrain", "MTP x1"), ("sft", "packed Parquet"),
+                            ("rl", "GRPOTrainer"), ("eval", "tiny_chat_choice")):
+        spec = family.stage(stage)
+        cfg = decode(load_config(spec.config_path("tiny"), configs_root()))
+        lines = describe(cfg, spec.entry, spec.name)
+        assert any(expected in line for line in lines), (stage, lines)

@@ -69,3 +69,52 @@ def model(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from nemotron.backends.local.model_ops import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
+
+
+# ---------------------------------------------------------------------------- dry-run
+def describe(cfg, entry: str, stage: str) -> list[str]:
+    """What the node will run, for a dry-run (pure: no torch, no file access)."""
+    arch = cfg.model
+    model = ""
+    if arch is not None:
+        moe = (f", {arch.num_moe_experts} experts top-{arch.moe_router_topk}"
+               if arch.num_moe_experts else "")
+        latent = f", latent MoE {arch.moe_latent_size}" if arch.moe_latent_size else ""
+        mtp = f", MTP x{arch.mtp_num_layers} (ours)" if arch.mtp_num_layers else ""
+        model = (f"HF transformers NemotronHForCausalLM {arch.hybrid_override_pattern} "
+                 f"(hidden {arch.hidden_size}{moe}{latent}{mtp})")
+    train, opt, sched = cfg.train, cfg.optimizer, cfg.scheduler
+    steps = ""
+    if train is not None and opt is not None:
+        steps = (f"{train.train_iters} steps of {train.global_batch_size} x {train.seq_length}, "
+                 f"AdamW lr {opt.lr:g} -> {opt.min_lr:g} ({sched.style}, warmup "
+                 f"{sched.warmup_iters})")
+    bias = ""
+    if arch is not None and arch.num_moe_experts:
+        on = arch.moe_router_enable_expert_bias and cfg.moe.expert_bias_update
+        rate = f"rate {arch.moe_router_bias_update_rate:g}" if on else "off"
+        bias = f"expert-bias update {rate}, seq aux loss {arch.moe_aux_loss_coeff:g}"
+    if entry == "pretrain":
+        return [f"local: {model}", "data: megatron-core GPTDataset over <data>/blend.json",
+                f"train: {steps}; {bias}",
+                "checkpoints: <out>.partial/checkpoints/step_N (a rerun resumes)"]
+    if entry == "sft":
+        how = "full fine-tuning"
+        if cfg.peft is not None:
+            how = (f"LoRA r{cfg.peft.rank}/alpha {cfg.peft.alpha} on "
+                   f"{', '.join(cfg.peft.target_modules)} (+ merged/ copy)")
+        return [f"local: {how} of <model> ({model or 'NemotronH'})",
+                "data: packed Parquet unpacked per sequence, loss on masked tokens only",
+                f"train: {steps}"]
+    if entry == "rl" and cfg.grpo is not None:
+        g = cfg.grpo
+        return [f"local: TRL GRPOTrainer on <model>: {g.num_prompts_per_step} prompts x "
+                f"{g.num_generations_per_prompt} generations, {g.max_num_steps} steps, "
+                f"{g.max_new_tokens} new tokens, clip {g.ratio_clip_min}/{g.ratio_clip_max}, "
+                f"KL {g.kl_coeff:g}, reward {g.reward}"]
+    if entry == "eval" and cfg.eval is not None:
+        tasks = ", ".join(t.name for t in cfg.eval.tasks)
+        return [f"local: lm-eval HFLM on <model>: {tasks}"]
+    if entry == "model":
+        return [f"local: HF checkpoint operation for stage {stage}"]
+    return []

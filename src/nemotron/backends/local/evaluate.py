@@ -39,6 +39,32 @@ def task_yaml_path(name: str, path: str | None) -> Path:
     return candidate
 
 
+def task_fingerprint(cfg) -> str | None:
+    """A hash of the task files and their data (what the results depend on beyond the config),
+    for the planner's identity; standard library and pyyaml only."""
+    import hashlib
+
+    import yaml
+
+    if cfg.eval is None:
+        return None
+    digest = hashlib.sha256()
+    for task in cfg.eval.tasks:
+        try:
+            source = task_yaml_path(task.name, task.path)
+        except UserError:
+            digest.update(f"missing:{task.name}".encode())
+            continue
+        digest.update(source.read_bytes())
+        files = ((yaml.safe_load(source.read_text()) or {}).get("dataset_kwargs") or {}).get(
+            "data_files") or {}
+        for value in (files.values() if isinstance(files, dict) else [files]):
+            for item in value if isinstance(value, list) else [value]:
+                path = Path(item) if Path(item).is_absolute() else source.parent / item
+                digest.update(path.read_bytes() if path.is_file() else b"missing")
+    return digest.hexdigest()
+
+
 def localized_task(name: str, source: Path, dest_dir: Path) -> Path:
     """Copy a task YAML with its data files made absolute; the task name must match."""
     import yaml
