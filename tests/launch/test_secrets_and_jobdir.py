@@ -2,6 +2,7 @@
 
 import stat
 
+import pytest
 import yaml
 
 from nemotron.launch.jobdir import write_job_folder
@@ -68,7 +69,7 @@ def test_job_folder_keeps_secrets_out_of_job_yaml(home, env_toml, tmp_path):
 
 
 def test_profile_inheritance_and_cycles(env_toml):
-    import pytest
+
 
     from nemotron.errors import UserError
 
@@ -102,3 +103,29 @@ def test_example_env_toml_is_valid():
     assert {"my-cluster", "my-cluster-ssh", "local-slurm", "docker-gpu"} <= set(env.profiles)
     assert env.profile("my-cluster-ssh").tunnel == "ssh"
     assert env.profile("my-cluster-ssh").partition == "batch"
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("HF_TOKEN", True), ("WANDB_API_KEY", True), ("api_key", True), ("MY_SECRET", True),
+    ("db_password", True), ("APIKEY", True), ("token", True), ("AWS_CREDENTIALS", True),
+    ("max_new_tokens", False), ("token_level_loss", False), ("tokenizer", False),
+    ("key_file", False), ("num_tokens", False), ("monkey", False),
+])
+def test_secret_names(name, secret):
+    from nemotron.profiles import redact
+
+    assert (redact({name: "v"})[name] != "v") is secret
+
+
+def test_rl_and_eval_configs_survive_into_job_yaml(home):
+    from nemotron.stages.job import Job
+
+    env = load_env()
+    family = get_family("nano3")
+    for stage in ("rl", "eval"):
+        inputs = ["run.model=/tmp"] + (["run.data=/tmp"] if stage == "rl" else [])
+        plan = build_plan(family, family.stage(stage), config="tiny", overrides=inputs,
+                          env=env, profile_name=None, argv=["nemotron"])
+        job = Job.model_validate(plan.job_document())
+        assert "********" not in yaml.safe_dump(job.config)
+        job.stage_config()  # decodes on the node

@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nemotron.errors import UserError
 
-SECRET_PATTERN = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
+# A name is a secret when its last word is one of these (HF_TOKEN, WANDB_API_KEY, db_password,
+# apikey); `max_new_tokens`, `token_level_loss` and `key_file` are not.
+SECRET_PATTERN = re.compile(
+    r"(^|[_\-.])(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE
+)
 REDACTED = "********"
 
 
