@@ -38,11 +38,15 @@ def write_job_folder(plan: Plan) -> Path:
 
 
 def snapshot_code(dest: Path) -> None:
-    """Copy the nemotron package (Python files and package data) into ``dest/nemotron``."""
+    """Copy the nemotron package into ``dest/nemotron`` and the shared ``configs/`` (chat
+    template, tiny data and tokenizer, eval tasks) into ``dest/configs``, so relative
+    ``configs/...`` paths resolve on the target (``NEMOTRON_CONFIGS_DIR`` points there)."""
+    from nemotron.recipes import configs_root
+
     src = Path(__file__).resolve().parent.parent
-    target = dest / "nemotron"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(
-        src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_data")
-    )
+    for source, target in ((src, dest / "nemotron"), (configs_root(), dest / "configs")):
+        if target.exists():
+            shutil.rmtree(target)
+        if source.is_dir():
+            shutil.copytree(source, target,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_data"))

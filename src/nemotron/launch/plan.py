@@ -125,6 +125,7 @@ class Plan:
         env.setdefault("PYTHONUNBUFFERED", "1")
         if self.profile.container_image or self.profile.tunnel == "ssh":
             env["PYTHONPATH"] = f"{self.job_dir / 'code'}:${{PYTHONPATH:-}}"
+            env["NEMOTRON_CONFIGS_DIR"] = str(self.job_dir / "code" / "configs")
         return env
 
     def secret_env(self) -> dict[str, str]:
