@@ -107,12 +107,20 @@ def build_splits(blend_path: Path, *, seq_length: int, seed: int, vocab_size: in
     """GPTDatasets for train/valid/test with ``samples[split]`` samples each. Their index
     files go to ``cache_dir`` (megatron-core would otherwise write beside the input shards)."""
     import logging
+    import warnings
 
     import torch.distributed as dist
-    from megatron.core.datasets.blended_megatron_dataset_builder import (
-        BlendedMegatronDatasetBuilder,
-    )
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
+
+    with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed" x4
+        warnings.simplefilter("ignore", UserWarning)
+        from megatron.core.datasets.blended_megatron_dataset_builder import (
+            BlendedMegatronDatasetBuilder,
+        )
+        from megatron.core.datasets.gpt_dataset import (
+            GPTDataset,
+            GPTDatasetConfig,
+            MockGPTDataset,
+        )
 
     logging.getLogger("megatron.core").setLevel(logging.WARNING)
     common: dict[str, Any] = dict(
