@@ -3,7 +3,7 @@ is native, its MTP block is ours and travels in the checkpoint."""
 
 from __future__ import annotations
 
-from conftest import TINY_ARCH, make_job, pretrain_config
+from conftest import TINY_ARCH, make_job, pretrain_config, sft_config
 
 
 def _arch(family: str):
@@ -51,7 +51,7 @@ def test_what_hf_cannot_build_is_a_user_error():
             hf_config(ModelArch(**{**TINY_ARCH, **change}))
 
 
-def test_super3_tiny_trains_latent_moe_and_mtp(tmp_path, pretrain_data):
+def test_super3_tiny_trains_latent_moe_and_mtp(tmp_path, pretrain_data, sft_data):
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -75,3 +75,17 @@ def test_super3_tiny_trains_latent_moe_and_mtp(tmp_path, pretrain_data):
     assert model.config.num_nextn_predict_layers == 2
     with torch.no_grad():
         assert model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=False).logits.shape[-1] == 512
+
+    # full SFT carries the MTP block on (loaded from the pretrained mtp.* weights)
+    from nemotron.backends.local import sft
+
+    sft_cfg = sft_config(train_iters=4, log_interval=1)
+    sft_cfg["model"] = config["model"]
+    job, cfg, swork, sfinal = make_job(tmp_path / "sft", "sft", sft_cfg,
+                                       {"data": ("sft-data", sft_data), "model": ("model", work)})
+    smeta = sft(job, cfg, swork, sfinal)
+    assert smeta["extra"]["mtp"] is True
+    assert all(r["mtp_loss"] > 0 for r in read_metrics(swork) if r["split"] == "train")
+    after = load_file(str(swork / "model.safetensors"))
+    moved = [k for k in tensors if k.startswith("mtp.") and not torch.equal(tensors[k], after[k])]
+    assert moved  # the MTP block was trained, not just copied

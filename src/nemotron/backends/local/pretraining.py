@@ -114,7 +114,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     balancer = make_balancer(model, cfg, mtp)
     trainer = Trainer(model=model, cfg=cfg, work_dir=work_dir, device=device, stage="pretrain",
                       total=train.train_iters, save=save, load=load, loss_sum=loss_sum,
-                      params=_ParamsView(params), balancer=balancer)
+                      params=ParamsView(params), balancer=balancer)
 
     def batches(step: int):
         return micro_batches(splits.train, step, gbs, train.micro_batch_size)
@@ -167,7 +167,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     }
 
 
-class _ParamsView:
+class ParamsView:
     """Lets ``make_optimizer`` see the model's and the MTP head's parameters together."""
 
     def __init__(self, params):

@@ -63,8 +63,9 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         input_ref,
         tokenizer_dir_of,
     )
-    from nemotron.backends.local.loop import Trainer
-    from nemotron.backends.local.pretraining import load_weights, require
+    from nemotron.backends.local.loop import Trainer, lm_loss_sum, masked_ce
+    from nemotron.backends.local.mtp import mtp_state
+    from nemotron.backends.local.pretraining import ParamsView, load_weights, require
     from nemotron.backends.local.sft_data import (
         read_rows,
         split_folder,
@@ -110,15 +111,17 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     for note in notes:
         print(f"[sft] note: {note}", flush=True)
 
+    mtp = None if lora else _mtp_head(model, cfg, model_dir, device)
     # LoRA keeps the base frozen, router bias included (the adapter could not carry it).
-    balancer = None if lora else make_balancer(model, cfg)
+    balancer = None if lora else make_balancer(model, cfg, mtp)
 
     def save(dest: Path) -> None:
         if lora:
             model.save_pretrained(str(dest))
             modeling.copy_tokenizer(tok_dir, dest)
         else:
-            modeling.save_hf(model, dest, tokenizer_dir=tok_dir)
+            modeling.save_hf(model, dest, tokenizer_dir=tok_dir,
+                             extra_state=mtp_state(mtp) if mtp is not None else None)
 
     def load(src: Path) -> None:
         if lora:
@@ -127,10 +130,22 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 
             set_peft_model_state_dict(model, load_file(str(src / "adapter_model.safetensors")))
         else:
-            load_weights(model, src)
+            load_weights(model, src, mtp)
+
+    def loss_sum(micro):
+        if mtp is None:
+            return lm_loss_sum(model, micro)
+        hidden = model.model(input_ids=micro.input_ids, use_cache=False).last_hidden_state
+        main = masked_ce(model.lm_head(hidden), micro.labels, micro.loss_mask)[0]
+        extra = mtp(hidden, micro.input_ids, micro.labels, micro.loss_mask,
+                    model.get_input_embeddings(), model.lm_head)
+        return main, {"mtp_loss": extra}
+
+    params = list(model.parameters()) + (list(mtp.parameters()) if mtp is not None else [])
 
     trainer = Trainer(model=model, cfg=cfg, work_dir=work_dir, device=device, stage="sft",
-                      total=train.train_iters, save=save, load=load, balancer=balancer)
+                      total=train.train_iters, save=save, load=load, loss_sum=loss_sum,
+                      params=ParamsView(params), balancer=balancer)
     budget = max(train.micro_batch_size * pack_size, pack_size)
 
     def batches(step: int):
@@ -185,6 +200,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
             "metrics_file": "metrics.jsonl",
             "resumed_from": result.resumed_from,
             "base_model": input_ref(job, "model"),
+            "mtp": mtp is not None,
         },
     }
     if lora:
@@ -192,6 +208,29 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         meta["extra"].update(merged_meta, base_model_path=str(model_dir),
                              lora_notes=notes, format_detail="hf-lora")
     return meta
+
+
+def _mtp_head(model, cfg, model_dir: Path, device):
+    """Full SFT of an MTP model keeps training its MTP block (loaded from the input's
+    ``mtp.*`` weights; a fresh one when the input has none)."""
+    from safetensors import safe_open
+
+    from nemotron.backends.local.mtp import build_mtp, load_mtp_state
+
+    if cfg.model is None or not cfg.model.mtp_num_layers:
+        return None
+    head = build_mtp(model, cfg.model)
+    weights = Path(model_dir) / "model.safetensors"
+    stored = {}
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as fh:
+            stored = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("mtp.")}
+    if stored:
+        load_mtp_state(head, stored)
+    else:
+        print("[sft] note: the input model has no MTP weights; the MTP block starts fresh",
+              flush=True)
+    return head.to(device)
 
 
 def _with_lora(model, peft_cfg):
