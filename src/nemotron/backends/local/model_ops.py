@@ -81,7 +81,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     difference = _max_logit_difference(reference, written, tok_dir, prompt)
     if difference > max(atol, 1e-4):
         raise RuntimeError(f"the {op} output's logits differ from its source by {difference:.3g}")
-    print(f"[model] {op}: wrote {work_dir.name}; logits match the source "
+    print(f"[model] {op}: wrote {final_dir}; logits match the source "
           f"(max |diff| {difference:.2e})", flush=True)
     return {
         "format": "hf",
