@@ -36,6 +36,10 @@ def resolve_path(value: str, what: str) -> Path:
     """An existing path for ``value``: absolute, else under the cwd, else under the repo root."""
     path = Path(os.path.expanduser(value))
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, repo_root() / path]
+    if not path.is_absolute() and path.parts and path.parts[0] == "configs":
+        from nemotron.recipes import configs_root  # a job's code snapshot carries its own copy
+
+        candidates.append(configs_root().joinpath(*path.parts[1:]))
     for candidate in candidates:
         if candidate.exists():
             return candidate.resolve()
