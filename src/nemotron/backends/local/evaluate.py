@@ -145,7 +145,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
             limit=task.limit, apply_chat_template=chat, log_samples=True,
             gen_kwargs={"max_gen_toks": ev.max_new_tokens}, random_seed=cfg.run.seed,
             numpy_random_seed=cfg.run.seed, torch_random_seed=cfg.run.seed,
-            bootstrap_iters=0, verbosity="WARNING",
+            bootstrap_iters=100, verbosity="WARNING",  # mean metrics: analytic stderr
         )
         if out is None:
             raise RuntimeError(f"lm-eval returned no results for {task.name}")
