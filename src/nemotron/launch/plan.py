@@ -411,7 +411,7 @@ def build_plan(
     )
     plan.cost = estimate_cost(cfg, profile, family)
     backend = cfg.run.backend
-    if backend in CLUSTER_BACKENDS and stage.entry != "prep":
+    if stage.entry != "prep":
         plan.backend_lines = describe_backend(cfg, stage)
     if backend in CLUSTER_BACKENDS and profile.executor == "local" and not profile.container_image:
         plan.warnings.append(
@@ -445,7 +445,12 @@ def describe_backend(cfg: StageConfig, stage: Stage) -> list[str]:
 
 
 def stage_fingerprint(stage: Stage, cfg: StageConfig) -> str | None:
-    """What the output depends on beyond the config dict (tokenizer and template contents...)."""
+    """What the output depends on beyond the config dict (tokenizer and template contents,
+    eval task files...)."""
+    if stage.entry == "eval" and cfg.run.backend == "local":
+        from nemotron.backends.local.evaluate import task_fingerprint
+
+        return task_fingerprint(cfg)
     if stage.entry != "prep":
         return None
     try:

@@ -617,6 +617,8 @@ def _times(state: str, start: str | None, end: str | None) -> dict[str, str | No
     """Start and end only once they happened (a pending job's StartTime is an estimate, a
     running job's EndTime its time limit)."""
     ran = state not in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "UNKNOWN")
+    if state == "CANCELLED" and _utc(start) is not None and _utc(start) == _utc(end):
+        ran = False  # cancelled while pending: Slurm stamps StartTime = EndTime = the cancel
     return {"started": _utc(start) if ran else None,
             "ended": _utc(end) if state in TERMINAL_STATES else None}
 
