@@ -142,8 +142,13 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "src"))
-    from nemotron.testing.slurm import ACCOUNT, PARTITION, cluster_running, default_dir
-    from nemotron.testing.slurm import start_cluster
+    from nemotron.testing.slurm import (
+        ACCOUNT,
+        PARTITION,
+        cluster_running,
+        default_dir,
+        start_cluster,
+    )
 
     folder = default_dir()
     was_running = cluster_running(folder)

@@ -130,6 +130,19 @@ def execute(job: Job, run: RunFn) -> int:
     return 0
 
 
+def backend_stage(entry: str) -> RunFn:
+    """The run function of a training/eval/model entry: the backend named by ``run.backend``."""
+
+    def run(job: Job, work_dir: Path, final_dir: Path) -> dict[str, Any]:
+        from nemotron.backends import stage_function
+
+        cfg = job.stage_config()
+        return stage_function(cfg.run.backend, entry)(job, cfg, work_dir, final_dir)
+
+    run.__name__ = f"run_{entry}"
+    return run
+
+
 def main(run: RunFn, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one nemotron stage from its job file.")
     parser.add_argument("--job", required=True, help="path to job.yaml")
