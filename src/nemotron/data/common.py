@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from nemotron.data import engine
-from nemotron.data.engine import STATE_DIR, Unit, canonical_hash
+from nemotron.data.engine import SPLIT_NAMES, STATE_DIR, Unit, canonical_hash
 from nemotron.data.fingerprint import FORMAT_VERSION
 from nemotron.data.progress import Progress
-from nemotron.data.schema import SPLIT_NAMES, runtime_fields
 from nemotron.errors import UserError
 
 log = logging.getLogger("nemotron.data")
@@ -31,6 +30,8 @@ MANIFEST = "manifest.json"
 
 def output_config(cfg: Any) -> dict[str, Any]:
     """The config fields that decide what prep writes (runtime knobs left out)."""
+    from nemotron.data.schema import runtime_fields
+
     return cfg.model_dump(mode="json", exclude=set(runtime_fields()))
 
 
@@ -116,7 +117,6 @@ def run_units_for_rank(
     mine = engine.units_for_rank(state.units, rank, world_size)
     keys = state.keys
     if cfg.force:
-        keys = dict(keys)
         for unit in mine:  # a forced run ignores old receipts by removing them
             engine.receipt_path(state.work_dir, unit).unlink(missing_ok=True)
     progress = Progress(f"{cfg.kind} prep", enabled=state.show_progress)

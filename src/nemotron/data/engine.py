@@ -33,6 +33,7 @@ from typing import Any
 from nemotron.errors import UserError
 
 STATE_DIR = ".prep"
+SPLIT_NAMES = ("train", "valid", "test")  # = schema.SPLIT_NAMES (schema imports no project code)
 
 
 # ---------------------------------------------------------------------------- atomic files

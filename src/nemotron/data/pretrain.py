@@ -19,16 +19,18 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemotron.data import common
 from nemotron.data.common import MANIFEST, RunState
-from nemotron.data.engine import atomic_write_json, canonical_hash
+from nemotron.data.engine import SPLIT_NAMES, atomic_write_json, canonical_hash
 from nemotron.data.fingerprint import FORMAT_VERSION, source_identities
 from nemotron.data.indexed import token_dtype
 from nemotron.data.progress import fmt_count, print_table
-from nemotron.data.schema import SPLIT_NAMES, PretrainPrepConfig
 from nemotron.errors import UserError
+
+if TYPE_CHECKING:  # the worker side never needs pydantic
+    from nemotron.data.schema import PretrainPrepConfig
 
 BLEND = "blend.json"
 DATA_DIR = "data"

@@ -20,11 +20,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemotron.data import common
 from nemotron.data.common import MANIFEST, RunState
 from nemotron.data.engine import (
+    SPLIT_NAMES,
     STATE_DIR,
     Unit,
     atomic_write_json,
@@ -34,8 +35,10 @@ from nemotron.data.engine import (
 )
 from nemotron.data.fingerprint import FORMAT_VERSION, source_identities
 from nemotron.data.progress import fmt_count, print_table
-from nemotron.data.schema import SPLIT_NAMES, RlPrepConfig
 from nemotron.errors import UserError
+
+if TYPE_CHECKING:  # the worker side never needs pydantic
+    from nemotron.data.schema import RlPrepConfig
 
 FILE_NAMES = {"train": "train.jsonl", "valid": "val.jsonl", "test": "test.jsonl"}
 NEMO_RL_SPLITS = {"train": "train", "valid": "val", "test": "test"}  # names in the result

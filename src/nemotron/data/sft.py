@@ -22,11 +22,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemotron.data import common
 from nemotron.data.common import MANIFEST, RunState
 from nemotron.data.engine import (
+    SPLIT_NAMES,
     STATE_DIR,
     atomic_write_json,
     canonical_hash,
@@ -35,8 +36,10 @@ from nemotron.data.engine import (
 )
 from nemotron.data.fingerprint import FORMAT_VERSION, chat_template_path, source_identities
 from nemotron.data.progress import fmt_count, print_table
-from nemotron.data.schema import SPLIT_NAMES, SftPrepConfig
 from nemotron.errors import UserError
+
+if TYPE_CHECKING:  # the worker side never needs pydantic
+    from nemotron.data.schema import SftPrepConfig
 
 METADATA = "packing_metadata.json"
 TOKENIZER_DIR = "tokenizer"

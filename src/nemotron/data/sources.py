@@ -16,12 +16,14 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemotron.data.engine import Segment, Unit
 from nemotron.data.locate import expand_files
-from nemotron.data.schema import SourceSpec
 from nemotron.errors import UserError
+
+if TYPE_CHECKING:
+    from nemotron.data.schema import SourceSpec
 
 MAX_EXAMPLES = 20
 
