@@ -133,25 +133,10 @@ def bridge_fields() -> dict[str, Any]:
 def resolve_target(container_version: str | None, container: str | None = None
                    ) -> tuple[Target, str, RecipeSet]:
     """(target, recipe name, recipe set) for ``run.container_version`` (or the container)."""
-    if not container_version:
-        for target in TARGETS.values():
-            if container and container.split("/")[-1] == target.container.split("/")[-1]:
-                container_version = target.key
-                break
-        else:
-            raise UserError(
-                f"the megatron backend cannot tell which Megatron-Bridge version the container "
-                f"{container or '(none)'} ships",
-                hint=f"set run.container_version to one of {', '.join(TARGETS)} "
-                     "(optionally /<recipe>, e.g. super-v3/nemotron_3_nano)",
-            )
-    key, _, recipe = container_version.partition("/")
-    target = TARGETS.get(key)
-    if target is None:
-        raise UserError(
-            f"run.container_version={container_version!r}: unknown Megatron-Bridge version",
-            hint=f"known: {', '.join(TARGETS)}",
-        )
+    from nemotron.backends.targets import pick_target
+
+    target, recipe = pick_target(container_version, container, TARGETS, "Megatron-Bridge")
+    key = target.key
     recipe = recipe or target.default_recipe
     if recipe not in target.recipes:
         raise UserError(

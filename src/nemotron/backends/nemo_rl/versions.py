@@ -52,21 +52,10 @@ def recipe_keys() -> dict[str, Any]:
 
 def resolve_target(container_version: str | None, container: str | None = None
                    ) -> tuple[Target, str]:
-    if not container_version:
-        for target in TARGETS.values():
-            if container and container.split("/")[-1] == target.container.split("/")[-1]:
-                container_version = target.key
-                break
-        else:
-            raise UserError(
-                f"the nemo_rl backend cannot tell which NeMo-RL version {container or '(none)'} "
-                "ships", hint=f"set run.container_version to one of {', '.join(TARGETS)}",
-            )
-    key, _, recipe = container_version.partition("/")
-    if key not in TARGETS:
-        raise UserError(f"run.container_version={container_version!r}: unknown NeMo-RL version",
-                        hint=f"known: {', '.join(TARGETS)}")
-    target = TARGETS[key]
+    from nemotron.backends.targets import pick_target
+
+    target, recipe = pick_target(container_version, container, TARGETS, "NeMo-RL")
+    key = target.key
     recipe = recipe or target.default_recipe
     if recipe not in target.facts["recipes"]:
         raise UserError(
