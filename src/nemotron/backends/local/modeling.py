@@ -372,3 +372,26 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return found
+
+
+def trained_model_metadata(stage: str, result: Any, metrics: dict[str, Any],
+                           **extra: Any) -> dict[str, Any]:
+    """The model artifact's metadata after a training run (``result`` has step, losses, tokens,
+    resumed_from); ``extra`` adds stage-specific fields."""
+    return {
+        "format": "hf",
+        "stage": stage,
+        "step": result.step,
+        "architecture": ARCHITECTURE,
+        "metrics": {k: float(v) for k, v in metrics.items() if v is not None},
+        "versions": library_versions(),
+        "extra": {
+            "final_loss": result.final_loss,
+            "initial_loss": result.initial_loss,
+            "tokens": result.tokens,
+            "tokenizer": ".",
+            "metrics_file": "metrics.jsonl",
+            "resumed_from": result.resumed_from,
+            **extra,
+        },
+    }

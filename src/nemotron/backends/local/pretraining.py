@@ -145,26 +145,10 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
           flush=True)
     metrics = {"loss": result.final_loss, "initial_loss": result.initial_loss,
                "val_loss": result.val_loss, "tokens_per_s": result.tokens_per_s}
-    return {
-        "format": "hf",
-        "stage": "pretrain",
-        "step": result.step,
-        "architecture": modeling.ARCHITECTURE,
-        "metrics": {k: float(v) for k, v in metrics.items() if v is not None},
-        "versions": modeling.library_versions(),
-        "extra": {
-            "final_loss": result.final_loss,
-            "initial_loss": result.initial_loss,
-            "tokens": result.tokens,
-            "params": n_params,
-            "active_params": modeling.active_params(model),
-            "tokenizer": ".",
-            "pattern": arch.hybrid_override_pattern,
-            "mtp": bool(mtp is not None),
-            "metrics_file": "metrics.jsonl",
-            "resumed_from": result.resumed_from,
-        },
-    }
+    return modeling.trained_model_metadata(
+        "pretrain", result, metrics, params=n_params, active_params=modeling.active_params(model),
+        pattern=arch.hybrid_override_pattern, mtp=bool(mtp is not None),
+    )
 
 
 class ParamsView:

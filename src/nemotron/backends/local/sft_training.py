@@ -183,26 +183,10 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
           f"{result.final_loss:.4f} in {result.seconds:.1f} s", flush=True)
     metrics = {"loss": result.final_loss, "initial_loss": result.initial_loss,
                "val_loss": result.val_loss}
-    meta: dict[str, Any] = {
-        "format": "hf",
-        "stage": "sft",
-        "step": result.step,
-        "architecture": modeling.ARCHITECTURE,
-        "metrics": {k: float(v) for k, v in metrics.items() if v is not None},
-        "versions": modeling.library_versions(),
-        "extra": {
-            "final_loss": result.final_loss,
-            "initial_loss": result.initial_loss,
-            "tokens": result.tokens,
-            "trainable_params": trainable,
-            "params": base_params,
-            "tokenizer": ".",
-            "metrics_file": "metrics.jsonl",
-            "resumed_from": result.resumed_from,
-            "base_model": input_ref(job, "model"),
-            "mtp": mtp is not None,
-        },
-    }
+    meta: dict[str, Any] = modeling.trained_model_metadata(
+        "sft", result, metrics, trainable_params=trainable, params=base_params,
+        base_model=input_ref(job, "model"), mtp=mtp is not None,
+    )
     if lora:
         meta["peft"] = "lora"
         meta["extra"].update(merged_meta, base_model_path=str(model_dir),
