@@ -101,3 +101,20 @@ def test_cli_facing_modules_import_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_split_names_agree():
+    from nemotron.data.engine import SPLIT_NAMES as ENGINE_SPLITS
+    from nemotron.data.schema import SPLIT_NAMES
+
+    assert ENGINE_SPLITS == SPLIT_NAMES == ("train", "valid", "test")
+
+
+def test_worker_side_modules_import_no_pydantic():
+    code = (
+        "import sys, nemotron.data.worker, nemotron.data.pretrain, nemotron.data.sft\n"
+        "import nemotron.data.rl, nemotron.data.sources, nemotron.data.indexed\n"
+        "print('pydantic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
