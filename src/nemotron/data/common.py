@@ -251,3 +251,34 @@ def _flatten_text(value: Any) -> str:
 
 def state_dir(work_dir: Path) -> Path:
     return work_dir / STATE_DIR
+
+
+def drive_prepare(state: RunState, force: bool, task: str, shared: Callable[[], dict[str, Any]],
+                  finalize: Callable[[RunState], Any], result: Callable[..., Any], *,
+                  rank: int, world_size: int,
+                  on_reuse: Callable[[RunState, dict[str, Any]], None] | None = None) -> Any:
+    """The flow every prep kind shares: reuse a complete manifest (unless ``force``), else run
+    this task's share of the work units; task 0 then finalizes, the others return None."""
+    if not force:
+        manifest = manifest_complete(state.work_dir, state.run_key)
+        if manifest is not None:
+            if on_reuse is not None:
+                on_reuse(state, manifest)
+            return result(state, manifest, reused=True)
+    if rank == 0:
+        (state.work_dir / MANIFEST).unlink(missing_ok=True)
+    run_units_for_rank(state, task, shared(), rank, world_size)
+    return finalize(state) if rank == 0 else None
+
+
+def drive_finalize(state: RunState, force: bool, finalize: Callable[[RunState], Any],
+                   result: Callable[..., Any],
+                   on_reuse: Callable[[RunState, dict[str, Any]], None] | None = None) -> Any:
+    """The separate merge step: reuse a complete manifest, else gather every task's receipts."""
+    manifest = manifest_complete(state.work_dir, state.run_key)
+    if manifest is not None and not force:
+        if on_reuse is not None:
+            on_reuse(state, manifest)
+        return result(state, manifest, reused=True)
+    gather_receipts(state)
+    return finalize(state)

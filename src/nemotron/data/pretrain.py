@@ -266,17 +266,10 @@ def prepare(
     """
     rank, world_size = common.rank_from_env(rank, world_size)
     state = _setup(cfg, work_dir, final_dir, progress)
-    if not cfg.force:
-        manifest = common.manifest_complete(state.work_dir, state.run_key)
-        if manifest is not None:
-            _write_blend(state, manifest)  # final_dir may differ from last time
-            return _result(state, manifest, reused=True)
-    if rank == 0:
-        (state.work_dir / MANIFEST).unlink(missing_ok=True)
-    common.run_units_for_rank(state, TASK, _shared(cfg, state), rank, world_size)
-    if rank != 0:
-        return None
-    return _finalize(state)
+    return common.drive_prepare(
+        state, cfg.force, TASK, lambda: _shared(cfg, state), _finalize, _result,
+        rank=rank, world_size=world_size, on_reuse=_write_blend,
+    )
 
 
 def finalize(
@@ -284,12 +277,7 @@ def finalize(
 ) -> PretrainPrepResult:
     """Build blend.json and manifest.json from the receipts of all tasks (none may be missing)."""
     state = _setup(cfg, work_dir, final_dir, progress)
-    manifest = common.manifest_complete(state.work_dir, state.run_key)
-    if manifest is not None and not cfg.force:
-        _write_blend(state, manifest)
-        return _result(state, manifest, reused=True)
-    common.gather_receipts(state)
-    return _finalize(state)
+    return common.drive_finalize(state, cfg.force, _finalize, _result, on_reuse=_write_blend)
 
 
 def _shared(cfg: PretrainPrepConfig, state: RunState) -> dict[str, Any]:

@@ -229,28 +229,21 @@ def prepare(
     """Write train/val/test JSONL into ``work_dir`` (multi-task: task 0 finalizes)."""
     rank, world_size = common.rank_from_env(rank, world_size)
     state = _setup(cfg, work_dir, final_dir, progress)
-    if not cfg.force:
-        manifest = common.manifest_complete(state.work_dir, state.run_key)
-        if manifest is not None:
-            _drop_intermediates(state.work_dir)  # in case a kill came right after the manifest
-            return _result(state, manifest, reused=True)
-    if rank == 0:
-        (state.work_dir / MANIFEST).unlink(missing_ok=True)
-    common.run_units_for_rank(state, TASK, _shared(cfg), rank, world_size)
-    if rank != 0:
-        return None
-    return _finalize(state)
+    return common.drive_prepare(
+        state, cfg.force, TASK, lambda: _shared(cfg), _finalize, _result,
+        rank=rank, world_size=world_size, on_reuse=_drop_reused,
+    )
+
+
+def _drop_reused(state: RunState, _manifest: dict[str, Any]) -> None:
+    _drop_intermediates(state.work_dir)  # in case a kill came right after the manifest
 
 
 def finalize(
     cfg: RlPrepConfig, work_dir: Path, final_dir: Path | None = None, *, progress: bool = True
 ) -> RlPrepResult:
     state = _setup(cfg, work_dir, final_dir, progress)
-    manifest = common.manifest_complete(state.work_dir, state.run_key)
-    if manifest is not None and not cfg.force:
-        return _result(state, manifest, reused=True)
-    common.gather_receipts(state)
-    return _finalize(state)
+    return common.drive_finalize(state, cfg.force, _finalize, _result, on_reuse=None)
 
 
 def _shared(cfg: RlPrepConfig) -> dict[str, Any]:
