@@ -352,6 +352,10 @@ class Store:
                 raise
             return result
 
+        return self._guarded(attempt)
+
+    def _guarded(self, attempt):
+        """Run ``attempt`` with retries; filesystem-side SQLite errors become user errors."""
         try:
             return self._retry(attempt)
         except sqlite3.OperationalError as err:
@@ -365,12 +369,7 @@ class Store:
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-        try:
-            return self._retry(attempt)
-        except sqlite3.OperationalError as err:
-            if not _environmental(err):
-                raise
-            raise _lock_error(self.db, err) from None
+        return self._guarded(attempt)
 
     # -- writing records
 

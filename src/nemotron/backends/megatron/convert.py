@@ -188,14 +188,18 @@ def export_quantized(target, cfg, source: str, checkpoint: str, out_dir: Path) -
     run_command(cmd, root, out_dir.parent / f"{out_dir.name}.export.log")
 
 
-def do_roundtrip(job, cfg, work_dir: Path) -> dict[str, Any]:
-    """Load the Megatron checkpoint, export every weight to HF names, compare with the source."""
+def _check_inputs(job, cfg, op: str):
+    """(target, HF source, Megatron checkpoint) for the checks that compare the two."""
     target, _, _ = resolve_target(cfg.run.container_version, cfg.run.container)
     ref = job.inputs.get("model")
     if ref is None:
-        raise UserError("model roundtrip needs a Megatron model input (run.model=...)")
-    source = hf_reference(job, cfg)
-    checkpoint = megatron_checkpoint(ref)
+        raise UserError(f"model {op} needs a Megatron model input (run.model=...)")
+    return target, hf_reference(job, cfg), megatron_checkpoint(ref)
+
+
+def do_roundtrip(job, cfg, work_dir: Path) -> dict[str, Any]:
+    """Load the Megatron checkpoint, export every weight to HF names, compare with the source."""
+    target, source, checkpoint = _check_inputs(job, cfg, "roundtrip")
     from megatron.bridge import AutoBridge
     from megatron.bridge.training.model_load_save import temporary_distributed_context
 
@@ -217,12 +221,7 @@ def do_roundtrip(job, cfg, work_dir: Path) -> dict[str, Any]:
 
 def do_compare(job, cfg, work_dir: Path) -> dict[str, Any]:
     """Next-token logits of the HF model and of the Megatron checkpoint on op.prompt."""
-    target, _, _ = resolve_target(cfg.run.container_version, cfg.run.container)
-    ref = job.inputs.get("model")
-    if ref is None:
-        raise UserError("model compare needs a Megatron model input (run.model=...)")
-    source = hf_reference(job, cfg)
-    checkpoint = megatron_checkpoint(ref)
+    target, source, checkpoint = _check_inputs(job, cfg, "compare")
     found = checks.arch_mismatches(cfg.model, hf_config=read_hf_config(source),
                                    provider=provider_fields(Path(checkpoint)))
     import torch
