@@ -79,7 +79,7 @@ def make_corpus(folder: Path, megabytes: float, files: int, seed: int = 0) -> li
 
 
 def train_tokenizer(files: list[Path], out: Path, vocab_size: int) -> Path:
-    from nemotron.data.schema import TokenizerTrainSpec
+    from nemotron.config.prep import TokenizerTrainSpec
     from nemotron.data.tokenizer import train_byte_level_bpe
 
     def texts():
@@ -142,7 +142,7 @@ OURS = """
 import json, resource, sys, time
 from pathlib import Path
 from nemotron.data import pretrain
-from nemotron.data.schema import PretrainPrepConfig
+from nemotron.config.prep import PretrainPrepConfig
 cfg = PretrainPrepConfig.model_validate(json.loads(sys.argv[1]))
 result = pretrain.prepare(cfg, Path(sys.argv[2]), progress=False)
 me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))

@@ -19,7 +19,7 @@ RUN = """
 import json, sys
 from pathlib import Path
 from nemotron.data import prepare
-from nemotron.data.schema import prep_config
+from nemotron.config.prep import prep_config
 cfg = prep_config(json.loads(sys.argv[1]))
 prepare(cfg, Path(sys.argv[2]), Path(sys.argv[3]), progress=False)
 """

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from prep_corpus import TINY_TOKENIZER, make_corpus, text_docs, write_jsonl
 
+from nemotron.config.prep import PretrainPrepConfig
 from nemotron.data import pretrain
 from nemotron.data.indexed import token_dtype
-from nemotron.data.schema import PretrainPrepConfig
 from nemotron.errors import UserError
 
 

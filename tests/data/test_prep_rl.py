@@ -9,8 +9,8 @@ import re
 import pytest
 from prep_corpus import write_jsonl
 
+from nemotron.config.prep import RlPrepConfig
 from nemotron.data import rl
-from nemotron.data.schema import RlPrepConfig
 from nemotron.data.tiny_corpus import arithmetic_problem
 from nemotron.errors import UserError
 

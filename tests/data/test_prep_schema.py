@@ -9,14 +9,14 @@ import pytest
 from prep_corpus import TINY_TOKENIZER, write_jsonl
 from pydantic import ValidationError
 
-from nemotron.data import fingerprint
-from nemotron.data.schema import (
+from nemotron.config.prep import (
     PretrainPrepConfig,
     RlPrepConfig,
     SftPrepConfig,
     SplitSpec,
     prep_config,
 )
+from nemotron.data import fingerprint
 
 TOK = {"path": str(TINY_TOKENIZER)}
 
@@ -95,7 +95,7 @@ def test_fingerprint_follows_file_contents(tmp_path):
 
 def test_cli_facing_modules_import_no_heavy_libraries():
     code = (
-        "import sys, nemotron.data, nemotron.data.schema, nemotron.data.fingerprint\n"
+        "import sys, nemotron.data, nemotron.config.prep, nemotron.data.fingerprint\n"
         "heavy = {'numpy', 'pyarrow', 'tokenizers', 'transformers', 'torch', 'rich'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
@@ -104,8 +104,8 @@ def test_cli_facing_modules_import_no_heavy_libraries():
 
 
 def test_split_names_agree():
+    from nemotron.config.prep import SPLIT_NAMES
     from nemotron.data.engine import SPLIT_NAMES as ENGINE_SPLITS
-    from nemotron.data.schema import SPLIT_NAMES
 
     assert ENGINE_SPLITS == SPLIT_NAMES == ("train", "valid", "test")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prep_corpus import TINY_TOKENIZER, write_jsonl
 
+from nemotron.config.prep import SftPrepConfig
 from nemotron.data import sft
 from nemotron.data.chat import (
     ChatRenderer,
@@ -18,7 +19,6 @@ from nemotron.data.chat import (
     sample_plan,
 )
 from nemotron.data.locate import repo_root
-from nemotron.data.schema import SftPrepConfig
 from nemotron.data.tiny_corpus import CALCULATOR, chat_rows
 from nemotron.errors import UserError
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from prep_corpus import TINY_TOKENIZER, text_docs, write_jsonl
 
+from nemotron.config.prep import PretrainPrepConfig
 from nemotron.data import pretrain
-from nemotron.data.schema import PretrainPrepConfig
 
 RUN = """
 import json, os, sys
 from pathlib import Path
 from nemotron.data import pretrain
-from nemotron.data.schema import PretrainPrepConfig
+from nemotron.config.prep import PretrainPrepConfig
 cfg = PretrainPrepConfig.model_validate(json.loads(sys.argv[1]))
 result = pretrain.prepare(cfg, Path(sys.argv[2]), progress=False)  # rank from SLURM_PROCID
 print(os.environ["SLURM_PROCID"], "finalized" if result else "helper", flush=True)

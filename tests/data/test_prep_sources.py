@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prep_corpus import TINY_TOKENIZER, text_docs, write_jsonl, write_parquet
 
+from nemotron.config.prep import PretrainPrepConfig, SourceSpec
 from nemotron.data import pretrain
-from nemotron.data.schema import PretrainPrepConfig, SourceSpec
 from nemotron.data.sources import BadRows, RowReader, plan_units
 from nemotron.errors import UserError
 

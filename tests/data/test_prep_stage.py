@@ -92,26 +92,30 @@ def test_stage_registers_a_valid_artifact(tmp_path, monkeypatch, stage):
         assert all((final / (p + ".idx")).is_file() for p in art.metadata["prefixes"]["train"])
 
 
-def test_kind_comes_from_the_stage_or_data(tmp_path):
-    job = make_job(tmp_path, "prep-sft", "sft-data", {})
-    assert prep.prep_kind(job, {}) == "sft"
-    assert prep.prep_kind(job, {"kind": "rl"}) == "rl"
-    odd = make_job(tmp_path, "tokenize", "sft-data", {})
-    with pytest.raises(Exception, match="set data.kind"):
-        prep.prep_kind(odd, {})
+def test_kind_comes_from_the_output_kind(tmp_path):
+    from nemotron.config.prep import RlPrepConfig, SftPrepConfig
+    from nemotron.errors import UserError
+
+    data = {"tokenizer": {"path": "t"}, "sources": [{"name": "a", "path": "a.jsonl"}]}
+    job = make_job(tmp_path, "tokenize", "sft-data", data)  # any stage name
+    assert isinstance(job.stage_config().data, SftPrepConfig)
+    job = make_job(tmp_path, "prep-x", "rl-data", {"generate": {"count": 3}})
+    assert isinstance(job.stage_config().data, RlPrepConfig)
+    with pytest.raises(UserError, match="data.kind"):  # a kind that contradicts the output
+        make_job(tmp_path, "prep-sft", "sft-data", {**data, "kind": "rl"}).stage_config()
 
 
 def test_invalid_data_config_is_a_user_error(tmp_path):
     from nemotron.errors import UserError
 
     job = make_job(tmp_path, "prep-pretrain", "pretrain-data", {"sources": []})
-    with pytest.raises(UserError, match="invalid data config"):
+    with pytest.raises(UserError, match="'data.tokenizer' is required"):
         prep.run(job, tmp_path / "w", tmp_path / "f")
 
 
 def test_tiny_data_is_usable_for_every_kind():
     """The shipped tiny corpus feeds all three preps without a bad row."""
-    from nemotron.data.schema import SourceSpec
+    from nemotron.config.prep import SourceSpec
     from nemotron.data.sources import BadRows, RowReader, plan_units
 
     for name, field, kind in (

@@ -15,10 +15,10 @@ from nemotron.lineage import (
     Store,
     artifact_name,
     config_hash,
-    default_paths,
     identity,
     parse_name,
     produce_command,
+    store_paths,
 )
 from nemotron.lineage import store as store_module
 
@@ -219,16 +219,16 @@ def test_names_and_commands():
 
 def test_default_paths(monkeypatch, tmp_path):
     monkeypatch.setenv("NEMOTRON_HOME", str(tmp_path / "home"))
-    assert default_paths(None) == (tmp_path / "home/artifacts",
+    assert store_paths(None) == (tmp_path / "home/artifacts",
                                    tmp_path / "home/artifacts/lineage.db")
     monkeypatch.setenv("SHARED", str(tmp_path / "lustre"))
-    root, db = default_paths({"root": "$SHARED/arts"})
+    root, db = store_paths({"root": "$SHARED/arts"})
     assert (root, db) == (tmp_path / "lustre/arts", tmp_path / "lustre/arts/lineage.db")
-    root, db = default_paths({"root": "$SHARED/arts", "db": str(tmp_path / "local.db")})
+    root, db = store_paths({"root": "$SHARED/arts", "db": str(tmp_path / "local.db")})
     assert (root, db) == (tmp_path / "lustre/arts", tmp_path / "local.db")
     monkeypatch.delenv("NEMOTRON_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert default_paths({})[1] == tmp_path / "user/.nemotron/artifacts/lineage.db"
+    assert store_paths({})[1] == tmp_path / "user/.nemotron/artifacts/lineage.db"
 
 
 def test_open_creates_the_schema_in_wal_mode(tmp_path):

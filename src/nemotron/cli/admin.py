@@ -93,13 +93,12 @@ def config_show(
     """
     import yaml
 
-    from nemotron.launch.plan import load_stage_config, validate_stage_config
+    from nemotron.config.stage import load_stage_config
     from nemotron.profiles import redact
 
     opts = cli_globals.GLOBALS
     fam, st = _stage_from(family, stage)
-    name, merged = load_stage_config(st, opts.config or "default", opts.overrides)
-    cfg = validate_stage_config(st, merged, f"{fam.name} {st.name} -c {name}")
+    _, cfg = load_stage_config(fam.name, st, opts.config or "default", opts.overrides)
     typer.echo(yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False).rstrip())
 
 
@@ -115,8 +114,8 @@ def config_validate(
 
       nemotron config validate nano3
     """
+    from nemotron.config.stage import load_stage_config
     from nemotron.errors import UserError
-    from nemotron.launch.plan import load_stage_config, validate_stage_config
     from nemotron.recipes import discover, get_family
 
     console = _console()
@@ -127,8 +126,7 @@ def config_validate(
             for cfg_name in st.configs():
                 label = f"{fam.name} {' '.join(st.command)} -c {cfg_name}"
                 try:
-                    _, merged = load_stage_config(st, cfg_name, [])
-                    validate_stage_config(st, merged, label)
+                    load_stage_config(fam.name, st, cfg_name, [])
                     console.print(f"[green]ok[/]   {label}")
                 except UserError as exc:
                     bad += 1

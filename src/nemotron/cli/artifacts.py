@@ -43,12 +43,12 @@ RefArgument = Annotated[
 
 def _store() -> Store:
     """The store env.toml's [artifacts] names (default $NEMOTRON_HOME/artifacts/lineage.db)."""
-    from nemotron.launch.plan import artifact_paths, nemotron_home
+    from nemotron.launch.plan import nemotron_home, store_paths
     from nemotron.lineage import Store
     from nemotron.profiles import load_env
 
     env = load_env()
-    _, db = artifact_paths(env, nemotron_home(env.profile("local")))
+    _, db = store_paths(env, nemotron_home(env.profile("local")))
     wandb = env.wandb.model_dump(exclude_none=True) if env.wandb else None
     return Store.open(db, wandb=wandb)
 

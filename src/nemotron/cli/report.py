@@ -35,14 +35,14 @@ def report(
     """
     from rich.console import Console
 
-    from nemotron.launch.plan import artifact_paths, nemotron_home
+    from nemotron.launch.plan import nemotron_home, store_paths
     from nemotron.lineage import Store
     from nemotron.profiles import load_env
     from nemotron.report import print_report, report_for
 
     env = load_env()
     home = nemotron_home(env.profile("local"))
-    _, db = artifact_paths(env, home)
+    _, db = store_paths(env, home)
     console = Console(highlight=False)
     with Store.open(db) as store:
         written = report_for(target, store=store, home=home, out=out)

@@ -13,28 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nemotron.errors import UserError
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse one YAML file into a dict; syntax errors name the file and line."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"invalid YAML in {where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping at the top level, not {type(data).__name__}")
-    return data
+from nemotron.recipes import read_yaml
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -66,15 +66,19 @@ def parse_override(arg: str) -> Override:
 
 
 def apply_overrides(config: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
-    """Return a copy of ``config`` with the overrides applied in order."""
+    """Return a copy of ``config`` with the overrides applied in order.
+
+    A numeric path part indexes a list (``data.sources.0.sample=500``); it must name an element
+    that exists (replace the whole list with ``data.sources=[...]`` to add one).
+    """
     result = copy.deepcopy(config)
     for ov in overrides:
-        node = result
+        node: Any = result
         for depth, part in enumerate(ov.path[:-1]):
-            child = node.get(part)
-            if child is None and not ov.delete:
+            child = _child(node, part, ov, depth)
+            if child is None and not ov.delete and isinstance(node, dict):
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)):
                 where = ".".join(ov.path[: depth + 1])
                 if child is None:
                     raise UserError(f"cannot delete {ov.key}: {where} is not set")
@@ -82,16 +86,47 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[Override]) -> di
                     f"cannot set {ov.key}: {where} is a {type(child).__name__}, not a mapping"
                 )
             node = child
-        leaf = ov.path[-1]
-        if ov.delete:
-            if leaf not in node:
-                close = difflib.get_close_matches(leaf, list(node), n=1)
-                hint = f"did you mean ~{'.'.join((*ov.path[:-1], close[0]))}?" if close else None
-                raise UserError(f"cannot delete {ov.key}: it is not set", hint=hint)
-            del node[leaf]
-        else:
-            node[leaf] = ov.value
+        _set_leaf(node, ov)
     return result
+
+
+def _child(node: Any, part: str, ov: Override, depth: int) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, ov, depth)]
+    return node.get(part)
+
+
+def _index(node: list, part: str, ov: Override, depth: int) -> int:
+    where = ".".join(ov.path[:depth]) or "the config"
+    if not part.isdigit():
+        raise UserError(f"cannot use {ov.key}: {where} is a list; index it with a number",
+                        hint=f"e.g. {where}.0")
+    index = int(part)
+    if index >= len(node):
+        raise UserError(
+            f"cannot use {ov.key}: {where} has {len(node)} element(s) (indices from 0)",
+            hint=f"to add elements, replace the whole list: {where}=[...]",
+        )
+    return index
+
+
+def _set_leaf(node: Any, ov: Override) -> None:
+    leaf = ov.path[-1]
+    if isinstance(node, list):
+        index = _index(node, leaf, ov, len(ov.path) - 1)
+        if ov.delete:
+            del node[index]
+        else:
+            node[index] = ov.value
+        return
+    if ov.delete:
+        if leaf not in node:
+            close = difflib.get_close_matches(leaf, list(node), n=1)
+            hint = f"did you mean ~{'.'.join((*ov.path[:-1], close[0]))}?" if close else None
+            raise UserError(f"cannot delete {ov.key}: it is not set", hint=hint)
+        del node[leaf]
+    else:
+        node[leaf] = ov.value
 
 
 def get_path(config: dict[str, Any], dotted: str) -> Any:

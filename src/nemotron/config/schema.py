@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nemotron.config.shaping import reference, runtime
 from nemotron.errors import UserError
 
 
@@ -40,15 +41,16 @@ class Resources(Strict):
 
 class RunSection(Strict):
     backend: Literal["local", "megatron", "nemo_rl", "evaluator", "prep"] = "local"
-    data: str | None = Field(None, description="input data: NAME[:VERSION|:ALIAS] or a path")
-    model: str | None = Field(None, description="input model: NAME[:VERSION|:ALIAS] or a path")
-    env: Resources = Resources()
+    data: str | None = reference(description="input data: NAME[:VERSION|:ALIAS] or a path")
+    model: str | None = reference(description="input model: NAME[:VERSION|:ALIAS] or a path")
+    env: Resources = runtime(Resources(), why="resources of this run")
     seed: int = 1234
-    container: str | None = Field(None, description="container image for this stage")
+    container: str | None = runtime(None, why="where it runs",
+                                    description="container image for this stage")
     container_version: str | None = Field(
         None, description="library version the cluster backend targets in that container"
     )
-    wandb: bool = True
+    wandb: bool = runtime(True, why="logging")
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,13 +147,13 @@ class Train(Strict):
     micro_batch_size: int = Field(1, ge=1)
     seq_length: int = Field(ge=8)
     train_iters: int = Field(ge=1)
-    log_interval: int = Field(10, ge=1)
-    eval_interval: int | None = Field(None, ge=1)
-    eval_iters: int = Field(0, ge=0)
-    save_interval: int | None = Field(None, ge=1)
+    log_interval: int = runtime(10, why="logging interval", ge=1)
+    eval_interval: int | None = runtime(None, why="validation interval", ge=1)
+    eval_iters: int = runtime(0, why="validation only measures", ge=0)
+    save_interval: int | None = runtime(None, why="checkpoint interval", ge=1)
     precision: Literal["bf16", "fp16", "fp32", "fp8", "nvfp4"] = "bf16"
     precision_keep_bf16_last_layers: int = Field(0, ge=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = runtime(0, why="data loader workers", ge=0)
 
 
 class Optimizer(Strict):
@@ -175,8 +177,8 @@ class Scheduler(Strict):
 
 
 class Checkpoint(Strict):
-    save_interval: int | None = Field(None, ge=1)
-    keep_last: int = Field(2, ge=1)
+    save_interval: int | None = runtime(None, why="checkpoint interval", ge=1)
+    keep_last: int = runtime(2, why="checkpoints kept on disk", ge=1)
     format: Literal["torch_dist", "hf"] = "torch_dist"
     load_optimizer: bool = True
 
@@ -209,6 +211,10 @@ class SftData(Strict):
     split: str = "train"
 
 
+class NoData(Strict):
+    """Stages that read no ``data:`` options (their inputs come as artifacts)."""
+
+
 class PretrainData(Strict):
     blend: str | None = Field(None, description="blend.json path (default: the input artifact's)")
     split: str = Field("98,1,1", description="used only when the blend has a single 'train' list")
@@ -228,7 +234,7 @@ class Grpo(Strict):
     temperature: float = Field(1.0, gt=0)
     reward: Literal["exact_match", "nemo_gym"] = "exact_match"
     environments: list[str] = []
-    ray: bool = False
+    ray: bool = runtime(False, why="how the workers are started")
 
 
 class EvalTask(Strict):
@@ -243,7 +249,7 @@ class Evaluation(Strict):
     tasks: list[EvalTask]
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(64, ge=1)
-    deployment: dict[str, Any] = {}
+    deployment: dict[str, Any] = runtime({}, why="where the model is served")
 
 
 class ModelOp(Strict):
@@ -271,15 +277,15 @@ class ModelOp(Strict):
 class StageConfig(Strict):
     run: RunSection = RunSection()
     model: ModelArch | None = None
-    parallel: Parallelism = Parallelism()
+    parallel: Parallelism = runtime(Parallelism(), why="how the work is split over GPUs")
     train: Train | None = None
     optimizer: Optimizer | None = None
     scheduler: Scheduler = Scheduler()
     checkpoint: Checkpoint = Checkpoint()
     peft: Peft | None = None
-    logging: Logging = Logging()
+    logging: Logging = runtime(Logging(), why="logging")
     moe: MoeBalancing = MoeBalancing()
-    data: dict[str, Any] = {}
+    data: NoData = NoData()  # typed by the stage's kind: see nemotron.config.stage
     grpo: Grpo | None = None
     eval: Evaluation | None = None
     op: ModelOp | None = None
@@ -349,21 +355,26 @@ def check_world(cfg: StageConfig, nodes: int, gpus_per_node: int) -> None:
 
 # --------------------------------------------------------------------------------------------
 # decoding with helpful errors
-def decode(config: dict[str, Any], source: str = "config") -> StageConfig:
-    """Decode a merged config dict into ``StageConfig``; errors name the dotted path."""
+def decode(
+    config: dict[str, Any], source: str = "config", model: type[StageConfig] = StageConfig
+) -> StageConfig:
+    """Decode a merged config dict into ``model``; errors name the dotted path."""
     try:
-        return StageConfig.model_validate(config)
+        return model.model_validate(config)
     except ValidationError as exc:
-        raise UserError(*_explain(exc, config, source)) from None
+        raise UserError(*explain(exc, source, model)) from None
 
 
-def _explain(exc: ValidationError, config: dict[str, Any], source: str) -> tuple[str, str | None]:
+def explain(
+    exc: ValidationError, source: str, model: type[BaseModel] = StageConfig
+) -> tuple[str, str | None]:
+    """One or two lines for the first error: the dotted key, and the closest valid key."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
     dotted = ".".join(loc)
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
-        parent_model = _model_at(StageConfig, loc[:-1])
+        parent_model = _model_at(model, loc[:-1])
         valid = sorted(parent_model.model_fields) if parent_model else []
         close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
         prefix = ".".join(loc[:-1])
@@ -385,6 +396,9 @@ def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None
 
     current: Any = model
     for part in path:
+        if part.isdigit() and typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(part)

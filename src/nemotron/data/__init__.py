@@ -8,7 +8,7 @@ Entry points (import the submodule; they load numpy/pyarrow/tokenizers lazily):
 - ``nemotron.data.prepare(cfg, work_dir, final_dir)`` dispatches on ``cfg.kind``
 - ``nemotron.data.fingerprint(cfg) -> str`` (light: the planner calls it)
 
-Configs are the models in ``nemotron.data.schema``. See docs/data-prep.md.
+Configs are the models in ``nemotron.config.prep``. See docs/data-prep.md.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ MANIFEST = "manifest.json"
 
 def output_config(cfg: Any) -> dict[str, Any]:
     """The config fields that decide what prep writes (runtime knobs left out)."""
-    from nemotron.data.schema import runtime_fields
+    from nemotron.config.shaping import output_projection
 
-    return cfg.model_dump(mode="json", exclude=set(runtime_fields()))
+    return output_projection(cfg)
 
 
 def config_hash(cfg: Any) -> str:

@@ -105,7 +105,7 @@ def _has_own_template(path: Path) -> bool:
 def fingerprint(cfg: Any) -> str:
     """sha256 over the inputs' content identities for a prep config (model or ``data:`` dict)."""
     if isinstance(cfg, dict):
-        from nemotron.data.schema import prep_config
+        from nemotron.config.prep import prep_config
 
         cfg = prep_config(cfg)
     parts: dict[str, Any] = {"format": FORMAT_VERSION, "kind": cfg.kind}

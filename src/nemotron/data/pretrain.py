@@ -30,7 +30,7 @@ from nemotron.data.progress import fmt_count, print_table
 from nemotron.errors import UserError
 
 if TYPE_CHECKING:  # the worker side never needs pydantic
-    from nemotron.data.schema import PretrainPrepConfig
+    from nemotron.config.prep import PretrainPrepConfig
 
 BLEND = "blend.json"
 DATA_DIR = "data"

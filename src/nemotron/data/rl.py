@@ -38,7 +38,7 @@ from nemotron.data.progress import fmt_count, print_table
 from nemotron.errors import UserError
 
 if TYPE_CHECKING:  # the worker side never needs pydantic
-    from nemotron.data.schema import RlPrepConfig
+    from nemotron.config.prep import RlPrepConfig
 
 FILE_NAMES = {"train": "train.jsonl", "valid": "val.jsonl", "test": "test.jsonl"}
 NEMO_RL_SPLITS = {"train": "train", "valid": "val", "test": "test"}  # names in the result

@@ -39,7 +39,7 @@ from nemotron.data.progress import fmt_count, print_table
 from nemotron.errors import UserError
 
 if TYPE_CHECKING:  # the worker side never needs pydantic
-    from nemotron.data.schema import SftPrepConfig
+    from nemotron.config.prep import SftPrepConfig
 
 METADATA = "packing_metadata.json"
 TOKENIZER_DIR = "tokenizer"

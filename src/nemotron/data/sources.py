@@ -23,7 +23,7 @@ from nemotron.data.locate import expand_files
 from nemotron.errors import UserError
 
 if TYPE_CHECKING:
-    from nemotron.data.schema import SourceSpec
+    from nemotron.config.prep import SourceSpec
 
 MAX_EXAMPLES = 20
 

@@ -243,7 +243,7 @@ def write_tiny_datasets(root: Path) -> list[Path]:
 
 def write_tiny_tokenizer(dest: Path, vocab_size: int = 4096) -> Path:
     """Train the shipped byte-level BPE on the tiny pretrain and chat text."""
-    from nemotron.data.schema import TokenizerTrainSpec
+    from nemotron.config.prep import TokenizerTrainSpec
     from nemotron.data.tokenizer import default_tokenizer_config, train_byte_level_bpe
 
     pre = pretrain_rows()

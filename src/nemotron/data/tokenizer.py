@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemotron.config.prep import TokenizerSpec, TokenizerTrainSpec
 from nemotron.data.fingerprint import TOKENIZER_FILES, sha256_file
 from nemotron.data.locate import resolve_path
-from nemotron.data.schema import TokenizerSpec, TokenizerTrainSpec
 from nemotron.errors import UserError
 
 EOD_FALLBACKS = ("<|endoftext|>", "</s>", "<eos>")

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
 
 from nemotron.config.overrides import parse_override
+from nemotron.config.stage import accepts, closest_key, load_recipe, section_present, stage_class
 from nemotron.errors import UserError
-from nemotron.launch.plan import Plan, PlannedOutput, build_plan, open_store_if_exists
+from nemotron.launch.plan import (
+    Plan,
+    PlannedOutput,
+    build_plan,
+    nemotron_home,
+    open_store_if_exists,
+    store_paths,
+)
 from nemotron.profiles import EnvFile
 from nemotron.recipes import Family
 
@@ -41,10 +48,19 @@ def chain_for(
     return chain
 
 
-def split_overrides(family: Family, chain: list[str], overrides: list[str]) -> dict[str, list[str]]:
-    """``sft.train.train_iters=5`` goes to sft only; ``train.train_iters=5`` to every stage
-    whose config has a ``train`` section (decided per stage when its config is loaded)."""
+def split_overrides(
+    family: Family, chain: list[str], config: str, overrides: list[str]
+) -> dict[str, list[str]]:
+    """Route each override to the stages it applies to, as strictly as a single stage would.
+
+    ``sft.train.train_iters=5`` goes to sft alone (validated there like any override).
+    ``train.train_iters=5`` goes to every stage whose schema has that key and whose recipe has
+    the section (``train`` in pretrain and sft, not in rl); ``run.*`` goes to all. An override
+    that applies to no stage of the chain is an error naming the closest valid key.
+    """
     per_stage: dict[str, list[str]] = {s: [] for s in chain}
+    recipes = {name: load_recipe(family.stage(name), config, []) for name in chain}
+    classes = {name: stage_class(family.stage(name)) for name in chain}
     for raw in overrides:
         ov = parse_override(raw)
         head = ov.path[0]
@@ -52,17 +68,28 @@ def split_overrides(family: Family, chain: list[str], overrides: list[str]) -> d
             if head not in per_stage:
                 raise UserError(f"override {raw} targets {head}, which is not in this pipe",
                                 hint=f"stages: {', '.join(chain)}")
+            if len(ov.path) < 2:
+                raise UserError(f"override {raw} names a stage but no key",
+                                hint=f"e.g. {head}.train.train_iters=5")
             rest = ".".join(ov.path[1:])
             per_stage[head].append(f"~{rest}" if ov.delete else f"{rest}={raw.split('=', 1)[1]}")
-        else:
-            for stage in chain:
-                per_stage[stage].append(raw)
+            continue
+        targets = [
+            name for name in chain
+            if accepts(classes[name], ov.path)
+            and section_present(classes[name], recipes[name].merged, head)
+        ]
+        if not targets:
+            close = closest_key(ov.key, list(classes.values()))
+            raise UserError(
+                f"override {raw}: no stage of this pipe ({', '.join(chain)}) has the key "
+                f"'{ov.key}'",
+                hint=f"did you mean {close}?" if close else
+                "prefix a stage to set a key of one stage only, e.g. sft.train.train_iters=5",
+            )
+        for name in targets:
+            per_stage[name].append(raw)
     return per_stage
-
-
-def _applies(stage_cfg: dict[str, Any], raw: str) -> bool:
-    head = parse_override(raw).path[0]
-    return head == "run" or head in stage_cfg
 
 
 def plan_pipe(
@@ -70,25 +97,19 @@ def plan_pipe(
     profile_name: str | None, argv: list[str], from_stage: str | None = None,
     to_stage: str | None = None, force: bool = False, dry_run: bool = False,
 ) -> list[Plan]:
-    from nemotron.launch.plan import artifact_paths, load_stage_config, nemotron_home
-
     chain = chain_for(family, config, from_stage, to_stage)
-    per_stage = split_overrides(family, chain, overrides)
+    per_stage = split_overrides(family, chain, config, overrides)
     pipe_id = f"{family.name}-pipe-{config}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-" \
               f"{secrets.token_hex(2)}"
     profile = env.profile(profile_name or "local")
-    home = nemotron_home(profile)
-    _, db = artifact_paths(env, home)
+    _, db = store_paths(env, nemotron_home(profile))
     store = open_store_if_exists(db)
     upstream: dict[str, PlannedOutput] = {}
     plans: list[Plan] = []
     for name in chain:
-        stage = family.stage(name)
-        _, merged = load_stage_config(stage, config, [])
-        mine = [o for o in per_stage[name] if _applies(merged, o)]
         plan = build_plan(
-            family, stage, config=config, overrides=mine, env=env, profile_name=profile_name,
-            argv=argv, force=force, upstream=upstream, store=store,
+            family, family.stage(name), config=config, overrides=per_stage[name], env=env,
+            profile_name=profile_name, argv=argv, force=force, upstream=upstream, store=store,
             require_inputs=not dry_run, pipe_id=pipe_id,
         )
         (out,) = plan.outputs.values()

@@ -9,8 +9,6 @@ it; execution writes the job folder from it and hands it to an executor.
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
 import secrets
 import socket
@@ -21,24 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nemotron.config.loader import load_config
-from nemotron.config.overrides import apply_overrides, interpolate, parse_override
-from nemotron.config.schema import StageConfig, check_world, decode
+from nemotron.config.overrides import interpolate
+from nemotron.config.schema import StageConfig, check_world
+from nemotron.config.shaping import output_projection
+from nemotron.config.stage import Recipe, decode_stage, load_recipe, source_label, stage_class
 from nemotron.errors import UserError
+from nemotron.lineage import locations
+from nemotron.lineage.hashing import output_identity
+from nemotron.lineage.naming import NAME_RE
 from nemotron.profiles import EnvFile, Profile, redact
-from nemotron.recipes import Family, Stage, configs_root, project_root
-
-# The schema that validates a stage's `data:` section, by stage entry.
-_DATA_SCHEMAS = {
-    "prep": None,  # chosen by the output kind below
-    "pretrain": ("nemotron.config.schema", "PretrainData"),
-    "sft": ("nemotron.config.schema", "SftData"),
-}
-_PREP_SCHEMAS = {
-    "pretrain-data": ("nemotron.data.schema", "PretrainPrepConfig"),
-    "sft-data": ("nemotron.data.schema", "SftPrepConfig"),
-    "rl-data": ("nemotron.data.schema", "RlPrepConfig"),
-}
+from nemotron.recipes import Family, Stage, project_root
+from nemotron.stages import planning
 
 CLUSTER_BACKENDS = ("megatron", "nemo_rl", "evaluator")
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "b200": 2250.0, "a100": 312.0}
@@ -58,6 +49,11 @@ class ResolvedInput:
     missing_hint: str | None = None
     planned: bool = False  # produced by an earlier stage of the same pipe
     optional: bool = False  # an optional slot left unset: not an input of this run
+
+    def identity_part(self) -> str:
+        """What this input adds to the output identity: its content identity; a plain path
+        without a record beside it counts by its location."""
+        return self.identity or f"path:{self.path}"
 
     def as_job(self) -> dict[str, Any]:
         return {
@@ -80,6 +76,7 @@ class Plan:
     family: Family
     stage: Stage
     config_name: str
+    config_file: Path  # the recipe file read
     config: StageConfig
     config_dict: dict[str, Any]
     profile: Profile
@@ -208,75 +205,25 @@ def git_state() -> dict[str, Any]:
     return dict(_GIT_CACHE["state"])
 
 
-def canonical_hash(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def nemotron_home(profile: Profile) -> Path:
-    raw = profile.nemotron_home or os.environ.get("NEMOTRON_HOME") or "~/.nemotron"
-    return Path(raw).expanduser().resolve()
+    return locations.home(profile.nemotron_home)
 
 
-def artifact_paths(env: EnvFile, home: Path) -> tuple[Path, Path]:
-    root = Path(env.artifacts.root).expanduser() if env.artifacts.root else home / "artifacts"
-    db = Path(env.artifacts.db).expanduser() if env.artifacts.db else root / "lineage.db"
-    return root.resolve(), db.resolve()
+def store_paths(env: EnvFile, home: Path) -> tuple[Path, Path]:
+    """(artifacts root, lineage db) for this env.toml and home."""
+    return locations.store_paths(env.artifacts, home)
 
 
 def output_name(family: Family, base: str, config_name: str) -> str:
     suffix = "" if config_name in ("default", "") else f"-{config_name}"
-    return f"{family.name}-{base}{suffix}"
+    name = f"{family.name}-{base}{suffix}"
+    if not NAME_RE.match(name):
+        raise UserError(f"artifact name {name!r} is too long or has characters names cannot "
+                        "hold", hint="use a shorter config name (set `name:` in the file)")
+    return name
 
 
 # --------------------------------------------------------------------------------------------
-def load_stage_config(
-    stage: Stage, config: str, overrides: list[str], peft: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Merge the recipe file, its defaults and the overrides into one dict."""
-    path = stage.config_path(config)
-    merged = load_config(path, configs_root())
-    parsed = [parse_override(o) for o in overrides]
-    if peft:
-        if "peft" not in stage.flags:
-            raise UserError(f"--peft is not an option of {stage.name}")
-        merged.setdefault("peft", {})
-        merged["peft"] = {**(merged.get("peft") or {}), "type": peft}
-    merged = apply_overrides(merged, parsed)
-    name = path.stem if path.parent == stage.config_dir else str(path)
-    return name, merged
-
-
-def validate_stage_config(stage: Stage, merged: dict[str, Any], source: str) -> StageConfig:
-    cfg = decode(interpolate(merged), source=source)
-    _validate_data_section(stage, cfg, source)
-    return cfg
-
-
-def _validate_data_section(stage: Stage, cfg: StageConfig, source: str) -> None:
-    import importlib
-
-    spec = _DATA_SCHEMAS.get(stage.entry)
-    if stage.entry == "prep" and stage.outputs:
-        spec = _PREP_SCHEMAS.get(stage.outputs[0].kind)
-    if spec is None:
-        return
-    try:
-        model = getattr(importlib.import_module(spec[0]), spec[1])
-    except (ImportError, AttributeError):
-        return
-    from pydantic import ValidationError
-
-    from nemotron.config.schema import _explain
-
-    try:
-        model.model_validate(cfg.data)
-    except ValidationError as exc:
-        msg, hint = _explain(exc, cfg.data, source)
-        raise UserError(msg.replace(f"{source}: '", f"{source}: 'data.", 1).replace(
-            f"{source}: unknown key '", f"{source}: unknown key 'data.", 1), hint) from None
-
-
 def effective_profile(profile: Profile, stage: Stage, cfg: StageConfig) -> Profile:
     """Profile values, then the stage's default resources (clusters only), then run.env."""
     values = profile.model_dump()
@@ -348,116 +295,125 @@ def build_plan(
     pipe_id: str | None = None,
 ) -> Plan:
     """Build a plan. ``upstream`` maps stage name -> output planned earlier in the same pipe."""
-    config_name, merged = load_stage_config(stage, config, overrides, peft)
-    source = f"{family.name} {stage.name} -c {config_name}"
-    cfg = validate_stage_config(stage, merged, source)
-    profile = effective_profile(env.profile(profile_name or "local"), stage, cfg)
-    if profile.executor != "local" and cfg.train is not None:
-        check_world(cfg, profile.nodes, profile.gpus_per_node)
-    home = nemotron_home(profile)
-    root, db = artifact_paths(env, home)
-    if store is None:
-        store = open_store_if_exists(db)
-
-    inputs = {
-        slot.slot: resolve_input(family, stage, slot, cfg, config_name, store, upstream or {})
-        for slot in stage.inputs
-    }
-    inputs = {k: v for k, v in inputs.items() if not v.optional}
-    missing = [i for i in inputs.values() if i.path is None]
-    if missing and require_inputs:
-        first = missing[0]
-        raise UserError(first.missing_hint or f"input {first.slot} not found")
-
-    def resolve_art(slot: str, fld: str) -> Any:
-        inp = inputs.get(slot)
-        if inp is None:
-            raise UserError(f"${{art:{slot},{fld}}}: {stage.name} has no input '{slot}'",
-                            hint=f"inputs: {', '.join(inputs) or 'none'}")
-        if inp.path is None:
-            return None
-        if fld == "path":
-            return inp.path
-        if fld in ("name", "version", "identity"):
-            return getattr(inp, fld)
-        if fld not in inp.metadata:
-            if inp.planned:
-                return None
-            raise UserError(f"${{art:{slot},{fld}}}: artifact {inp.name} has no field '{fld}'",
-                            hint=f"fields: path, {', '.join(sorted(inp.metadata)) or 'none'}")
-        return inp.metadata[fld]
-
-    resolved = interpolate(merged, resolve_art)
-    cfg = validate_stage_config(stage, resolved, source)
-    config_dict = cfg.model_dump(mode="json", exclude_none=False)
-
-    fingerprint = stage_fingerprint(stage, cfg)
-    outputs = {}
-    for slot in stage.outputs:
-        name = output_name(family, slot.name or slot.kind, config_name)
-        ident = canonical_hash(
-            family.name, stage.name, config_dict,
-            {k: (v.identity or v.path) for k, v in sorted(inputs.items())}, fingerprint,
-        )
-        outputs[slot.slot] = PlannedOutput(
-            slot=slot.slot, kind=slot.kind, name=name, identity=ident,
-            path=str(root / name / ident[:16]),
-        )
+    planner = _Planner(family, stage, env=env, upstream=upstream or {}, store=store)
+    recipe = load_recipe(stage, config, overrides, peft)
+    cfg = planner.decode(recipe, recipe.merged)
+    profile = planner.profile_for(profile_name, cfg)
+    inputs = planner.resolve_inputs(cfg, recipe.name, require=require_inputs)
+    cfg = planner.decode(recipe, interpolate(recipe.merged, planner.artifact_field(inputs)))
+    outputs = planner.outputs(cfg, recipe.name, inputs)
     plan = Plan(
-        family=family, stage=stage, config_name=config_name, config=cfg,
-        config_dict=config_dict, profile=profile, env=env, inputs=inputs, outputs=outputs,
-        job_id=new_job_id(family.name, stage.name, config_name), home=home,
-        lineage_db=db, artifacts_root=root, argv=argv, pipe_id=pipe_id, force=force,
+        family=family, stage=stage, config_name=recipe.name, config_file=recipe.path,
+        config=cfg, config_dict=cfg.model_dump(mode="json", exclude_none=False),
+        profile=profile, env=env, inputs=inputs, outputs=outputs,
+        job_id=new_job_id(family.name, stage.name, recipe.name), home=planner.home,
+        lineage_db=planner.db, artifacts_root=planner.root, argv=argv, pipe_id=pipe_id,
+        force=force,
     )
     plan.cost = estimate_cost(cfg, profile, family)
+    plan.backend_lines = planning.describe(cfg, stage.entry, stage.name)
     backend = cfg.run.backend
-    if stage.entry != "prep":
-        plan.backend_lines = describe_backend(cfg, stage)
     if backend in CLUSTER_BACKENDS and profile.executor == "local" and not profile.container_image:
         plan.warnings.append(
             f"the {backend} backend runs inside the NeMo containers on GPUs; this profile runs "
             f"here without one. Use --run/--batch with a Slurm or Docker profile, or -c tiny "
             f"for the local backend"
         )
-    if store is not None and not force:
-        for out in outputs.values():
-            existing = store.find(out.name, identity=out.identity)
-            if existing is not None:
-                plan.decision = "skip"
-                plan.reason = (f"{out.name}:{existing.version} already exists for this config "
-                               "and these inputs (use --force to redo)")
-    if plan.decision == "run":
-        plan.reason = "forced" if force else "no output with this identity yet"
+    planner.decide(plan)
     return plan
 
 
-def describe_backend(cfg: StageConfig, stage: Stage) -> list[str]:
-    """The cluster backend's own account of what it will run (translation included, so a
-    config its library would reject fails here, before submission)."""
-    import importlib
+class _Planner:
+    """The steps of planning one stage: decode, profile, inputs, identities, run or skip."""
 
-    try:
-        module = importlib.import_module(f"nemotron.backends.{cfg.run.backend}")
-    except ImportError:
-        return []
-    describe = getattr(module, "describe", None)
-    return list(describe(cfg, stage.entry, stage.name)) if describe else []
+    def __init__(self, family: Family, stage: Stage, *, env: EnvFile,
+                 upstream: dict[str, PlannedOutput], store) -> None:
+        self.family, self.stage, self.env, self.upstream = family, stage, env, upstream
+        self.cls = stage_class(stage)
+        self.store = store
+        self.home: Path = Path()
+        self.root: Path = Path()
+        self.db: Path = Path()
 
+    def decode(self, recipe: Recipe, merged: dict[str, Any]) -> StageConfig:
+        return decode_stage(interpolate(merged), self.cls,
+                            source_label(self.family.name, self.stage, recipe))
 
-def stage_fingerprint(stage: Stage, cfg: StageConfig) -> str | None:
-    """What the output depends on beyond the config dict (tokenizer and template contents,
-    eval task files...)."""
-    if stage.entry == "eval" and cfg.run.backend == "local":
-        from nemotron.backends.local.evaluate import task_fingerprint
+    def profile_for(self, profile_name: str | None, cfg: StageConfig) -> Profile:
+        profile = effective_profile(self.env.profile(profile_name or "local"), self.stage, cfg)
+        if profile.executor != "local" and cfg.train is not None:
+            check_world(cfg, profile.nodes, profile.gpus_per_node)
+        self.home = nemotron_home(profile)
+        self.root, self.db = store_paths(self.env, self.home)
+        if self.store is None:
+            self.store = open_store_if_exists(self.db)
+        return profile
 
-        return task_fingerprint(cfg)
-    if stage.entry != "prep":
-        return None
-    try:
-        from nemotron.data import fingerprint
-    except ImportError:
-        return None
-    return fingerprint(cfg.data)
+    def resolve_inputs(self, cfg: StageConfig, config_name: str, *,
+                       require: bool) -> dict[str, ResolvedInput]:
+        inputs = {
+            slot.slot: resolve_input(self.family, self.stage, slot, cfg, config_name,
+                                     self.store, self.upstream)
+            for slot in self.stage.inputs
+        }
+        inputs = {k: v for k, v in inputs.items() if not v.optional}
+        missing = [i for i in inputs.values() if i.path is None]
+        if missing and require:
+            first = missing[0]
+            raise UserError(first.missing_hint or f"input {first.slot} not found")
+        return inputs
+
+    def artifact_field(self, inputs: dict[str, ResolvedInput]):
+        """The resolver of ``${art:slot,field}`` references against the resolved inputs."""
+        stage = self.stage
+
+        def resolve(slot: str, fld: str) -> Any:
+            inp = inputs.get(slot)
+            if inp is None:
+                raise UserError(f"${{art:{slot},{fld}}}: {stage.name} has no input '{slot}'",
+                                hint=f"inputs: {', '.join(inputs) or 'none'}")
+            if inp.path is None:
+                return None
+            if fld == "path":
+                return inp.path
+            if fld in ("name", "version", "identity"):
+                return getattr(inp, fld)
+            if fld not in inp.metadata:
+                if inp.planned:
+                    return None
+                raise UserError(f"${{art:{slot},{fld}}}: artifact {inp.name} has no field "
+                                f"'{fld}'", hint=f"fields: path, "
+                                f"{', '.join(sorted(inp.metadata)) or 'none'}")
+            return inp.metadata[fld]
+
+        return resolve
+
+    def outputs(self, cfg: StageConfig, config_name: str,
+                inputs: dict[str, ResolvedInput]) -> dict[str, PlannedOutput]:
+        ident = output_identity(
+            family=self.family.name, stage=self.stage.name, config=output_projection(cfg),
+            inputs={slot: inp.identity_part() for slot, inp in inputs.items()},
+            fingerprint=planning.fingerprint(cfg, self.stage.entry),
+        )
+        outputs = {}
+        for slot in self.stage.outputs:
+            name = output_name(self.family, slot.name or slot.kind, config_name)
+            outputs[slot.slot] = PlannedOutput(
+                slot=slot.slot, kind=slot.kind, name=name, identity=ident,
+                path=str(locations.artifact_path(self.root, name, ident)),
+            )
+        return outputs
+
+    def decide(self, plan: Plan) -> None:
+        if self.store is not None and not plan.force:
+            for out in plan.outputs.values():
+                existing = self.store.find(out.name, identity=out.identity)
+                if existing is not None:
+                    plan.decision = "skip"
+                    plan.reason = (f"{out.name}:{existing.version} already exists for this "
+                                   "config and these inputs (use --force to redo)")
+        if plan.decision == "run":
+            plan.reason = "forced" if plan.force else "no output with this identity yet"
 
 
 def open_store_if_exists(db: Path):
@@ -494,8 +450,7 @@ def resolve_input(
         if not path.exists():
             return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=None,
                                  missing_hint=f"run.{slot.slot}={asked}: no such file or folder")
-        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=str(path),
-                             identity=None, metadata=_beside_metadata(path))
+        return _path_input(slot, asked, path, store)
     how = _produce_hint(family, asked, slot.slot)
     if store is None:
         return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=None,
@@ -518,14 +473,21 @@ def _looks_like_path(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or os.sep in ref.split(":")[0]
 
 
-def _beside_metadata(path: Path) -> dict[str, Any]:
-    meta = path / "artifact.json" if path.is_dir() else None
-    if meta and meta.is_file():
-        try:
-            return dict(json.loads(meta.read_text()).get("metadata") or {})
-        except (OSError, ValueError):
-            return {}
-    return {}
+def _path_input(slot, asked: str, path: Path, store) -> ResolvedInput:
+    """A path input: the registered artifact when its record file says which and the store
+    knows it complete (so ``run.data=<folder>`` and ``run.data=NAME:vN`` plan the same), else
+    the bare path (counted by its location in the output identity)."""
+    from nemotron.lineage.records import read_record_file
+
+    record = read_record_file(str(path))
+    art = store.find(record.name, identity=record.identity) if record and store else None
+    if art is not None and art.kind == slot.kind:
+        return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=str(path),
+                             name=art.name, version=art.version, identity=art.identity,
+                             metadata=dict(art.metadata or {}))
+    metadata = dict(record.metadata or {}) if record else {}
+    return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=asked, path=str(path),
+                         metadata=metadata)
 
 
 def _produce_hint(family: Family, ref: str, slot: str) -> str:

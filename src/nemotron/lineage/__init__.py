@@ -16,11 +16,12 @@ Stages register every output here (and nothing else writes lineage)::
 Only stdlib and pydantic are imported here (the W&B mirror imports wandb when it runs).
 """
 
-from nemotron.lineage.hashing import canonical_json, config_hash, identity
+from nemotron.lineage.hashing import canonical_json, config_hash, identity, output_identity
 from nemotron.lineage.kinds import KINDS, MetadataError, headline, validate_metadata
+from nemotron.lineage.locations import artifact_path, store_paths
 from nemotron.lineage.naming import artifact_name, parse_name, parse_ref, produce_command
 from nemotron.lineage.records import Artifact, InputRef, Mirror, Producer
-from nemotron.lineage.store import Pending, Store, artifact_path, default_paths
+from nemotron.lineage.store import Pending, Store
 
 __all__ = [
     "KINDS",
@@ -35,9 +36,10 @@ __all__ = [
     "artifact_path",
     "canonical_json",
     "config_hash",
-    "default_paths",
     "headline",
     "identity",
+    "output_identity",
+    "store_paths",
     "parse_name",
     "parse_ref",
     "produce_command",

@@ -58,3 +58,18 @@ def identity(**parts: Any) -> str:
 def config_hash(config: Mapping[str, Any]) -> str:
     """sha256 (hex) of a resolved config; key order and ``1`` vs ``1.0`` do not matter."""
     return hashlib.sha256(canonical_json(dict(config)).encode("utf-8")).hexdigest()
+
+
+def output_identity(
+    *, family: str, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str],
+    fingerprint: str | None = None,
+) -> str:
+    """The identity of a stage's output: the one place it is computed.
+
+    ``config`` is the output-shaping projection of the stage config
+    (``nemotron.config.shaping.output_projection``), ``inputs`` maps each input slot to the
+    input's identity, ``fingerprint`` covers files the config names by path (tokenizers, chat
+    templates, eval task files).
+    """
+    return identity(family=family, stage=stage, config=dict(config), inputs=dict(inputs),
+                    fingerprint=fingerprint)

@@ -107,38 +107,6 @@ _LOCK_HINT = (
 # ---------------------------------------------------------------------------- locations
 
 
-def _section_get(section: Any, key: str) -> str | None:
-    if section is None:
-        return None
-    value = section.get(key) if isinstance(section, Mapping) else getattr(section, key, None)
-    return str(value) if value else None
-
-
-def _expand(value: str) -> Path:
-    return Path(os.path.expandvars(value)).expanduser().absolute()
-
-
-def nemotron_home() -> Path:
-    return _expand(os.environ.get("NEMOTRON_HOME") or "~/.nemotron")
-
-
-def default_paths(artifacts_section: Mapping[str, Any] | Any | None = None) -> tuple[Path, Path]:
-    """(root, db) from the ``[artifacts]`` section of env.toml (``root``, ``db``).
-
-    ``db`` defaults to ``<root>/lineage.db``; without a root, ``$NEMOTRON_HOME/artifacts``
-    (NEMOTRON_HOME defaults to ``~/.nemotron``). ``~`` and ``$VARS`` are expanded.
-    """
-    root_value = _section_get(artifacts_section, "root")
-    root = _expand(root_value) if root_value else nemotron_home() / "artifacts"
-    db_value = _section_get(artifacts_section, "db")
-    return root, _expand(db_value) if db_value else root / "lineage.db"
-
-
-def artifact_path(root: str | Path, name: str, identity: str) -> Path:
-    """Where an output lives: ``<root>/<name>/<identity[:16]>`` (``.partial`` while running)."""
-    return Path(root) / naming.check_name(name) / identity[:16]
-
-
 def filesystem_type(path: Path) -> str | None:
     """The type of the filesystem holding ``path`` (Linux /proc/self/mountinfo), or None."""
     try:

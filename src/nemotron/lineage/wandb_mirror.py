@@ -28,13 +28,23 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nemotron.errors import UserError
 from nemotron.lineage.records import Artifact, local_path
 
-if TYPE_CHECKING:
-    from nemotron.lineage.store import Store
+
+class Store(Protocol):
+    """What the mirror needs of the lineage store (the store calls the mirror, not back)."""
+
+    wandb: Mapping[str, Any] | None
+
+    def get(self, name: str, version: Any) -> Artifact: ...
+
+    def set_mirror(self, artifact: Artifact, status: str, *, url: str | None = None,
+                   error: str | None = None) -> Artifact: ...
+
+    def unsynced(self, *, include_unconfigured: bool = False) -> list[Artifact]: ...
 
 log = logging.getLogger("nemotron.lineage")
 

@@ -35,6 +35,29 @@ def configs_root() -> Path:
     return Path(env).expanduser().resolve() if env else project_root() / "configs"
 
 
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse one YAML file into a dict; syntax errors name the file and line."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"invalid YAML in {where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+
 @dataclass(frozen=True)
 class Slot:
     """An input or output of a stage: ``data``/``model`` slots with an artifact kind."""
@@ -117,8 +140,6 @@ def _slots(raw: dict[str, Any] | None, where: str, output: bool) -> tuple[Slot, 
 
 
 def load_family(folder: Path) -> Family:
-    from nemotron.config.loader import read_yaml
-
     spec = read_yaml(folder / "family.yaml")
     where = str(folder / "family.yaml")
     unknown = set(spec) - {"name", "title", "description", "containers", "stages", "pipe", "params"}

@@ -69,10 +69,13 @@ class Job(_Model):
         return Path(self.job.dir)
 
     def stage_config(self):
-        """The config decoded into ``StageConfig`` (validated again on the node)."""
-        from nemotron.config.schema import decode
+        """The config as the typed ``StageConfig`` of this stage's kind (``data:`` typed too),
+        decoded by the same function the planner used."""
+        from nemotron.config.stage import config_class, decode_stage
 
-        return decode(self.config, source=f"job {self.job.id}")
+        kind = next(iter(self.outputs.values())).kind if self.outputs else None
+        return decode_stage(self.config, config_class(self.job.entry, kind),
+                            source=f"job {self.job.id}")
 
 
 def load_job(path: str | os.PathLike) -> Job:

@@ -18,12 +18,11 @@ CLUSTER_BACKENDS = ("megatron", "nemo_rl", "evaluator")
 
 
 def load_config(family: str, stage: str, config: str, overrides: list[str] | None = None):
-    from nemotron.launch.plan import load_stage_config, validate_stage_config
+    from nemotron.config.stage import load_stage_config
     from nemotron.recipes import get_family
 
     st = get_family(family).stage(stage)
-    _, merged = load_stage_config(st, config, overrides or [])
-    return st, validate_stage_config(st, merged, f"{family} {stage} -c {config}")
+    return st, load_stage_config(family, st, config, overrides or [])[1]
 
 
 def cluster_configs() -> list:

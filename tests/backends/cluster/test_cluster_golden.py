@@ -50,7 +50,7 @@ def megatron_spec(family: str, stage, config: str, cfg) -> dict:
     inputs = BridgeInputs(
         sft_train="/run/out/sft_dataset/packed/train.npy" if npy else "/data/sft/train",
         sft_valid="/run/out/sft_dataset/packed/valid.npy" if npy else "/data/sft/valid",
-        pack_size=cfg.data["pack_size"], tokenizer="/data/sft/tokenizer",
+        pack_size=cfg.data.pack_size, tokenizer="/data/sft/tokenizer",
         base_checkpoint="/models/base/checkpoints", quantized=stage.name == "qat", **common,
     )
     return to_bridge(cfg, inputs, "sft")

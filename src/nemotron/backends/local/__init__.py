@@ -72,6 +72,15 @@ def model(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- dry-run
+def fingerprint(cfg, entry: str) -> str | None:
+    """What an output depends on beyond its config: the eval task files (pure, no torch)."""
+    if entry != "eval":
+        return None
+    from nemotron.backends.local.evaluate import task_fingerprint
+
+    return task_fingerprint(cfg)
+
+
 def describe(cfg, entry: str, stage: str) -> list[str]:
     """What the node will run, for a dry-run (pure: no torch, no file access)."""
     arch = cfg.model

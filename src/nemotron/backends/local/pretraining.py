@@ -57,10 +57,9 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
             hint=f"use a multiple of {train.micro_batch_size}",
         )
     device = modeling.setup_torch(cfg.run.env.cpus_per_task)
-    data_cfg = dict(cfg.data or {})
     data_dir = input_path(job, "data", "a pretrain-data artifact")
     meta = input_metadata(job, "data")
-    blend = Path(data_cfg["blend"]) if data_cfg.get("blend") else data_dir / str(
+    blend = Path(cfg.data.blend) if cfg.data.blend else data_dir / str(
         meta.get("blend") or "blend.json")
     tok_dir = tokenizer_dir_of(data_dir, meta)
     if tok_dir is None:
@@ -90,8 +89,8 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     splits = build_splits(blend, seq_length=train.seq_length, seed=cfg.run.seed,
                           vocab_size=modeling.tokenizer_vocab_size(tok_dir), eod=eod,
                           samples=samples, cache_dir=work_dir / INDEX_CACHE,
-                          split=str(data_cfg.get("split", "98,1,1")),
-                          mock=bool(data_cfg.get("mock", False)))
+                          split=cfg.data.split,
+                          mock=cfg.data.mock)
 
     def loss_sum(micro):
         if mtp is None:

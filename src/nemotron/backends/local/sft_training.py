@@ -79,8 +79,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     data_dir = input_path(job, "data", "an sft-data artifact (packed Parquet)")
     model_dir = modeling.check_model_folder(input_path(job, "model", "a model to fine-tune"))
     data_meta = input_metadata(job, "data")
-    data_cfg = dict(cfg.data or {})
-    split = str(data_cfg.get("split", "train"))
+    split = cfg.data.split
     folder = split_folder(data_dir, data_meta, split)
     if folder is None:
         raise UserError(f"no Parquet files for split '{split}' in {data_dir}",
@@ -88,7 +87,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     rows = read_rows(folder)
     if not rows:
         raise UserError(f"{folder} holds no sequences")
-    pack_size = int(data_cfg.get("pack_size") or data_meta.get("pack_size") or train.seq_length)
+    pack_size = int(cfg.data.pack_size or data_meta.get("pack_size") or train.seq_length)
     tok_dir = tokenizer_dir_of(data_dir, data_meta) or tokenizer_dir_of(model_dir)
     if tok_dir is None:
         raise UserError("neither the SFT data nor the model carries a tokenizer",

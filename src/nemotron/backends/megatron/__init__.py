@@ -47,7 +47,7 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
     from nemotron.backends.megatron.translate import BridgeInputs, caveats, to_bridge
 
     placeholder = {"train": ["1", "<data>/train"], "valid": ["1", "<data>/valid"], "test": None}
-    pack = (cfg.data or {}).get("pack_size") or (cfg.train.seq_length if cfg.train else None)
+    pack = getattr(cfg.data, "pack_size", None) or (cfg.train.seq_length if cfg.train else None)
     inputs = BridgeInputs(
         out_dir="<out>", blend=placeholder if entry == "pretrain" else None,
         sft_train="<data>/train", sft_valid="<data>/valid", pack_size=pack,

@@ -22,9 +22,9 @@ def pretrain(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     data = job.inputs.get("data")
     data_meta = data.metadata if data else {}
     blend = None
-    if data is not None and not (cfg.data or {}).get("mock"):
-        blend = read_blend(Path(data.path), (cfg.data or {}).get("blend") or
-                           data_meta.get("blend") or "blend.json")
+    if data is not None and not cfg.data.mock:
+        blend = read_blend(Path(data.path), cfg.data.blend or data_meta.get("blend") or
+                           "blend.json")
     own = work_dir / "checkpoints"
     base, resume = starting_point(str(own) if has_checkpoint(own) else None,
                                   previous_model(job, cfg), cfg.train.train_iters)

@@ -302,7 +302,7 @@ def _logging(cfg: StageConfig, inputs: BridgeInputs) -> dict[str, Any]:
 
 
 def _pretrain_data(cfg: StageConfig, inputs: BridgeInputs) -> dict[str, Any]:
-    data = cfg.data or {}
+    data = cfg.data
     out: dict[str, Any] = {
         "dataset.sequence_length": cfg.train.seq_length,
         "dataset.random_seed": cfg.run.seed,
@@ -311,7 +311,7 @@ def _pretrain_data(cfg: StageConfig, inputs: BridgeInputs) -> dict[str, Any]:
     }
     if cfg.train.num_workers:
         out["dataset.num_workers"] = cfg.train.num_workers
-    if data.get("mock"):
+    if data.mock:
         out.update({"dataset.blend": None, "dataset.blend_per_split": None,
                     "dataset.split": "1,1,1"})
         return out
@@ -321,7 +321,7 @@ def _pretrain_data(cfg: StageConfig, inputs: BridgeInputs) -> dict[str, Any]:
     if set(inputs.blend) == {"train"}:  # one list: Megatron splits it by data.split
         out["dataset.blend"] = blend_pairs(inputs.blend["train"], "train")
         out["dataset.blend_per_split"] = None
-        out["dataset.split"] = data.get("split", "98,1,1")
+        out["dataset.split"] = data.split
         return out
     missing = [k for k in ("train", "valid", "test") if k not in inputs.blend]
     if missing:
@@ -358,10 +358,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _sft_data(cfg: StageConfig, inputs: BridgeInputs, packed_format: str) -> dict[str, Any]:
-    data = cfg.data or {}
-    if data.get("packed") is False:
+    data = cfg.data
+    if not data.packed:
         raise UserError("the megatron backend fine-tunes on packed sequences (data.packed=true)")
-    pack = inputs.pack_size or data.get("pack_size")
+    pack = inputs.pack_size or data.pack_size
     if not pack or not inputs.sft_train:
         raise UserError("SFT needs packed data: an sft-data artifact (run.data=...) with a "
                         "pack size")

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from nemotron.config.shaping import runtime
+
 PrepKind = Literal["pretrain", "sft", "rl"]
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -142,8 +144,9 @@ class _PrepBase(_Frozen):
     sources: list[SourceSpec] = Field(default_factory=list)
     splits: SplitSpec = Field(default_factory=SplitSpec)
     split_seed: int = Field(0, description="salt of the content hash that assigns splits")
-    num_workers: int | None = Field(
-        None, ge=1, description="worker processes on this node (default: CPU count)"
+    num_workers: int | None = runtime(
+        None, why="worker count", ge=1,
+        description="worker processes on this node (default: CPU count)",
     )
     shard_bytes: int = Field(
         256 * 2**20,
@@ -152,8 +155,14 @@ class _PrepBase(_Frozen):
         "Parquet files by row groups; compressed JSONL is one unit per file. More units = more "
         "parallelism and more output shards",
     )
-    strict: bool = Field(False, description="fail on the first bad row instead of skipping it")
-    force: bool = Field(False, description="rebuild even when receipts say the work is done")
+    strict: bool = runtime(
+        False, why="a run that succeeds writes the same",
+        description="fail on the first bad row instead of skipping it",
+    )
+    force: bool = runtime(
+        False, why="how much is redone",
+        description="rebuild even when receipts say the work is done",
+    )
 
     @model_validator(mode="after")
     def _check_sources(self) -> _PrepBase:
@@ -305,8 +314,3 @@ def prep_config(data: dict[str, Any], kind: str | None = None) -> Any:
     if data.get("kind", kind) != kind:
         raise ValueError(f"data.kind={data['kind']!r} does not match the stage kind {kind!r}")
     return _BY_KIND[kind].model_validate(data)
-
-
-def runtime_fields() -> frozenset[str]:
-    """Fields that change how prep runs but not what it writes (left out of output keys)."""
-    return frozenset({"num_workers", "force", "strict"})
