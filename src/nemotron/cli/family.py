@@ -30,7 +30,7 @@ def _examples(family: Family, stage: Stage) -> str:
     base = f"nemotron {family.name} {words}"
     lines = [f"  {base} -c tiny", f"  {base} -c tiny --dry-run"]
     if stage.entry in ("pretrain", "sft"):
-        lines.append(f"  {base} --run my-cluster train.train_iters=100 run.env.nodes=2")
+        lines.append(f"  {base} --run my-cluster run.env.time=02:00:00 run.env.partition=batch")
     if "peft" in stage.flags:
         lines.append(f"  {base} -c tiny --peft lora")
     if stage.inputs:
@@ -98,7 +98,7 @@ def _pipe_command(family: Family):
         f"\b\nExamples:\n  nemotron {family.name} pipe -c tiny\n"
         f"  nemotron {family.name} pipe -c tiny --from sft --to eval\n"
         f"  nemotron {family.name} pipe --batch my-cluster\n"
-        f"  nemotron {family.name} pipe -c tiny --dry-run pretrain.train.train_iters=20"
+        f"  nemotron {family.name} pipe -c tiny --dry-run pretrain.train.train_iters=40"
     )
     return pipe
 

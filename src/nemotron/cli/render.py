@@ -47,6 +47,7 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
     console.print(Rule(f"[bold]plan: {escape(title)}[/]  (dry-run: nothing is written)"))
     decision = "[green]RUN[/]" if plan.decision == "run" else "[yellow]SKIP[/]"
     console.print(f"decision  {decision}: {escape(plan.reason)}")
+    console.print(f"config    {escape(str(plan.config_file))}", soft_wrap=True)
     for warning in plan.warnings:
         console.print(f"[yellow]warning[/]   {escape(warning)}")
     for line in executor_lines(plan):

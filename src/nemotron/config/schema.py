@@ -313,9 +313,13 @@ class StageConfig(Strict):
                 )
             warm, decay = sched.warmup_iters, sched.decay_iters or 0
             if warm + decay > train.train_iters:
+                iters = train.train_iters
+                fit = f"scheduler.warmup_iters={iters // 10}"
+                if decay:
+                    fit += f" scheduler.decay_iters={iters // 5}"
                 raise ValueError(
                     f"scheduler.warmup_iters ({warm}) + scheduler.decay_iters ({decay}) exceed "
-                    f"train.train_iters ({train.train_iters}); lower them or raise train_iters"
+                    f"train.train_iters ({iters}); lower them (e.g. {fit}) or raise train_iters"
                 )
         if self.optimizer is not None and self.optimizer.min_lr > self.optimizer.lr:
             raise ValueError(
