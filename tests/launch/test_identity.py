@@ -24,7 +24,8 @@ KEEP_PRETRAIN = [
 CHANGE_PRETRAIN = [
     "train.train_iters=41", "optimizer.lr=1e-3", "run.seed=1", "model.hidden_size=64",
     "scheduler.warmup_iters=5", "data.split=90,5,5", "train.global_batch_size=16",
-    "checkpoint.load_optimizer=false", "moe.expert_bias_update=false", "optimizer.weight_decay=0.05",
+    "checkpoint.load_optimizer=false", "moe.expert_bias_update=false",
+    "optimizer.weight_decay=0.05",
 ]
 KEEP_PREP = ["data.num_workers=1", "data.strict=true", "data.force=true"]
 CHANGE_PREP = ["data.append_eod=false", "data.sources.0.sample=500", "data.split_seed=3",
