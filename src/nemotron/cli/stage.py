@@ -64,4 +64,11 @@ def run_pipe(family: Family, opts: GlobalOptions, *, from_stage: str | None,
 
         print_pipe(console, plans)
         return 0
-    return run_pipe_plans(plans, attached=opts.attached, console=console)
+    code = run_pipe_plans(plans, attached=opts.attached, console=console)
+    if code == 0 and opts.attached and plans and plans[0].profile.executor == "local":
+        try:
+            from nemotron.report import pipe_report
+        except ImportError:  # the report needs the local extras (matplotlib)
+            return code
+        pipe_report(plans, console)
+    return code

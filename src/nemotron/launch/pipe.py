@@ -186,17 +186,7 @@ def _run_local_chain(plans: list[Plan], console) -> int:
         table.add_row(stage, f"[{colors[status]}]{status}[/]", detail)
     console.print()
     console.print(table)
-    if failed is None:
-        _final_report(plans, console)
     return code
-
-
-def _final_report(plans: list[Plan], console) -> None:
-    try:
-        from nemotron.report import pipe_report
-    except ImportError:
-        return
-    pipe_report(plans, console)
 
 
 def _detach_local_pipe(plans: list[Plan], console) -> int:
