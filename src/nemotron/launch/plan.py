@@ -150,6 +150,7 @@ class Plan:
             "job": {
                 "id": self.job_id, "family": self.family.name, "stage": self.stage.name,
                 "entry": self.stage.entry, "config_name": self.config_name,
+                "config_file": str(self.config_file),
                 "dir": str(self.job_dir), "argv": redact_argv(self.argv),
                 "profile": redact(self.profile.model_dump(mode="json")),
                 "git": git_state(), "user": _user(), "host": socket.gethostname(),

@@ -23,6 +23,7 @@ class JobInfo(_Model):
     stage: str
     entry: str
     config_name: str
+    config_file: str = ""  # the recipe file the plan read
     dir: str
     argv: list[str] = []
     profile: dict[str, Any] = {}
