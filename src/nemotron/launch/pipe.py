@@ -30,6 +30,13 @@ from nemotron.recipes import Family
 def chain_for(
     family: Family, config: str, from_stage: str | None, to_stage: str | None
 ) -> list[str]:
+    if config.endswith((".yaml", ".yml")) or "/" in config:
+        raise UserError(
+            f"pipe -c takes the name of a built-in config that every stage has, not a file "
+            f"({config})",
+            hint="run your own files stage by stage; files that share a `name:` find each "
+            "other's outputs (docs/recipes-and-overrides.md)",
+        )
     chain = list(family.pipe.get(config) or family.pipe.get("default") or ())
     if not chain:
         raise UserError(f"family {family.name} defines no pipe chain")
