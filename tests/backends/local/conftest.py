@@ -111,7 +111,6 @@ def pretrain_data(tmp_path_factory, tokenizer_dir) -> Path:
 def make_job(tmp_path: Path, stage: str, config: dict[str, Any],
              inputs: dict[str, tuple[str, Path]] | None = None):
     """A Job for calling backend functions directly; returns (job, cfg, work_dir, final_dir)."""
-    from nemotron.config.schema import decode
     from nemotron.stages.job import Job
 
     final_dir = tmp_path / "out" / f"{stage}-model"
@@ -127,7 +126,7 @@ def make_job(tmp_path: Path, stage: str, config: dict[str, Any],
                               "path": str(final_dir)}},
         "lineage": {"db": str(tmp_path / "lineage.db"), "root": str(tmp_path / "out")},
     })
-    return job, decode(config), work_dir, final_dir
+    return job, job.stage_config(), work_dir, final_dir
 
 
 def pretrain_config(**train: Any) -> dict[str, Any]:

@@ -54,14 +54,13 @@ def test_task_fingerprint_follows_the_task_files(tmp_path):
 
 def test_describe_says_what_the_local_backend_runs():
     from nemotron.backends.local import describe
-    from nemotron.config.loader import load_config
-    from nemotron.config.schema import decode
-    from nemotron.recipes import configs_root, get_family
+    from nemotron.config.stage import load_stage_config
+    from nemotron.recipes import get_family
 
     family = get_family("super3")
     for stage, expected in (("pretrain", "MTP x1"), ("sft", "packed Parquet"),
                             ("rl", "GRPOTrainer"), ("eval", "tiny_chat_choice")):
         spec = family.stage(stage)
-        cfg = decode(load_config(spec.config_path("tiny"), configs_root()))
+        _, cfg = load_stage_config("super3", spec, "tiny", [])
         lines = describe(cfg, spec.entry, spec.name)
         assert any(expected in line for line in lines), (stage, lines)
