@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nemotron.launch.local import local_command
 from nemotron.launch.plan import Plan
 from nemotron.profiles import redact
 
@@ -60,7 +61,8 @@ def print_plan(console, plan: Plan, show_config: bool = True) -> None:
             console.print(f"          {escape(line)}", soft_wrap=True)
     console.print(f"job       {plan.job_id}  ({escape(str(plan.job_dir))})")
     console.print("\n[bold]command[/]")
-    console.print("  " + escape(" ".join(plan.command())), soft_wrap=True)
+    command = local_command(plan) if plan.profile.executor == "local" else plan.command()
+    console.print("  " + escape(" ".join(command)), soft_wrap=True)
     if plan.profile.setup:
         console.print("[bold]setup[/]  " + escape(" && ".join(plan.profile.setup)))
     script = sbatch_for(plan)

@@ -36,11 +36,12 @@ def execute(plan: Plan, *, attached: bool, say=print) -> int:
     record.save()
     kind = plan.profile.executor
     if kind == "local":
-        from nemotron.launch.local import run_attached, run_detached
+        from nemotron.launch.local import local_command, run_attached, run_detached
 
+        command = local_command(plan)
         if attached:
-            return run_attached(plan.command(), plan.process_env(), record, plan.profile.setup)
-        pid = run_detached(plan.command(), plan.process_env(), record, plan.profile.setup)
+            return run_attached(command, plan.process_env(), record, plan.profile.setup)
+        pid = run_detached(command, plan.process_env(), record, plan.profile.setup)
         say(f"started {plan.job_id} in the background (pid {pid}); "
             f"follow it with `nemotron jobs logs {plan.job_id} -f`")
         return 0

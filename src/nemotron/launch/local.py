@@ -5,6 +5,10 @@ Ctrl-C interrupts the stage (SIGINT to its process group, then SIGTERM, then SIG
 Detached: the stage runs in its own session with output to ``stage.log``; ``nemotron jobs``
 follows it through the job record.
 
+A ``launcher: torchrun`` stage (pretrain, sft) on a profile with ``gpus_per_node`` or
+``ntasks_per_node`` above 1 runs under the torchrun node launcher with that many processes: data
+parallelism on this machine (``local_command``).
+
 Local runs do not go through NeMo-Run's LocalExecutor: importing nemo_run costs several seconds
 here, its inline scripts lose the exit code, and its local DAG mode keeps launching downstream
 tasks after a failure. Cluster executors (Slurm, Docker) do go through NeMo-Run.
@@ -20,6 +24,17 @@ import time
 from pathlib import Path
 
 from nemotron.launch.records import JobRecord, _now
+
+
+def local_command(plan) -> list[str]:
+    """The command a local run starts: the stage, under torchrun when it asks for several
+    processes (``gpus_per_node``, else ``ntasks_per_node``)."""
+    from nemotron.launch.node import launcher_command
+
+    nproc = plan.profile.gpus_per_node or plan.profile.ntasks_per_node
+    if plan.stage.launcher != "torchrun" or nproc <= 1:
+        return plan.command()
+    return launcher_command(plan.python(), "torchrun", plan.command(), nproc)
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:

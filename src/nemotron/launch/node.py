@@ -15,6 +15,8 @@
     ``ray`` package, CMD runs without a cluster (and says so).
 
 Standard library only: this runs in the job's interpreter, in or outside a container.
+``launcher_command`` builds the line that starts a stage under one of these launchers (Slurm
+jobs, and local runs with several processes).
 """
 
 from __future__ import annotations
@@ -71,6 +73,16 @@ def port_for_job(base: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # torchrun
+
+
+def launcher_command(python: str, launcher: str, cmd: list[str], nproc: int = 1) -> list[str]:
+    """``cmd`` under the node launcher ``launcher`` (``single``: ``cmd`` itself)."""
+    if launcher == "torchrun":
+        return [python, "-m", "nemotron.launch.node", "torchrun", f"--nproc-per-node={nproc}",
+                "--", *cmd]
+    if launcher == "ray":
+        return [python, "-m", "nemotron.launch.node", "ray", "--", *cmd]
+    return list(cmd)
 
 
 def torchrun_argv(cmd: list[str], nproc: int, nodes: int) -> list[str]:

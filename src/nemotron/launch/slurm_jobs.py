@@ -102,16 +102,11 @@ def _on_cluster(plan: Any, value: str) -> str:
 
 def command_for(plan: Any) -> list[str]:
     """The command every task of the job runs (under the stage's node launcher, if any)."""
+    from nemotron.launch.node import launcher_command
+
     command = [_on_cluster(plan, arg) for arg in plan.command()]
-    launcher = plan.stage.launcher
-    profile = plan.profile
-    if launcher == "torchrun":
-        nproc = profile.gpus_per_node or profile.ntasks_per_node
-        return [plan.python(), "-m", "nemotron.launch.node", "torchrun",
-                f"--nproc-per-node={nproc}", "--", *command]
-    if launcher == "ray":
-        return [plan.python(), "-m", "nemotron.launch.node", "ray", "--", *command]
-    return command
+    nproc = plan.profile.gpus_per_node or plan.profile.ntasks_per_node
+    return launcher_command(plan.python(), plan.stage.launcher, command, nproc)
 
 
 def profile_keys(plan: Any) -> dict[str, Any]:

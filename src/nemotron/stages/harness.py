@@ -79,7 +79,9 @@ def execute(job: Job, run: RunFn) -> int:
     """Run one job's stage with lineage bookkeeping; returns the process exit code.
 
     With several tasks (Slurm tasks, torchrun ranks) every task runs the stage, and only rank 0
-    touches the lineage store and renames the output folder.
+    writes to the lineage store and renames the output folder. The other ranks make rank 0's
+    run-or-skip decision from the same (read-only) facts, so all ranks run the stage or none:
+    data-parallel ranks block in collectives until every rank takes part.
     """
     from nemotron.lineage import Store
 
@@ -90,7 +92,7 @@ def execute(job: Job, run: RunFn) -> int:
     rank, world = task_rank()
     if rank != 0:
         final_dir = Path(out.path)
-        if final_dir.exists():
+        if _already_done(job, out):
             return 0
         work_dir = final_dir.with_name(final_dir.name + ".partial")
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,17 @@ def execute(job: Job, run: RunFn) -> int:
     art = pending.commit(metadata=metadata)
     print(f"[nemotron] registered {art.name}:{art.version} at {final_dir}", flush=True)
     return 0
+
+
+def _already_done(job: Job, out) -> bool:
+    """Rank 0 skips the stage: a complete artifact with this identity exists (no --force)."""
+    from nemotron.lineage import Store
+
+    db = Path(job.lineage.db)
+    if job.job.force or not db.is_file():
+        return False
+    with Store.open(db) as store:
+        return store.find(out.name, identity=out.identity) is not None
 
 
 def backend_stage(entry: str) -> RunFn:

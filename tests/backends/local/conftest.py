@@ -143,6 +143,44 @@ def pretrain_config(**train: Any) -> dict[str, Any]:
     }
 
 
+def _killed_run(job, cfg, work, final, kill_at: int) -> None:
+    """Child process: train, then SIGKILL itself when step ``kill_at`` starts (after the
+    checkpoint at an earlier step was written)."""
+    import os
+    import signal
+
+    import torch
+
+    # a forked child must not reuse the parent's OpenMP pool (it would hang): one thread
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    from nemotron.backends.local import pretrain
+    from nemotron.backends.local.loop import Trainer
+
+    original = Trainer.run_step
+
+    def run_step(self, micros):
+        if self.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, micros)
+
+    Trainer.run_step = run_step
+    pretrain(job, cfg, work, final)
+
+
+def kill_pretrain_at(job, cfg, work, final, step: int) -> None:
+    """Pretrain in a forked child that is SIGKILLed when ``step`` starts."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_run, args=(job, cfg, work, final, step))
+    child.start()
+    child.join(timeout=180)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == -9, child.exitcode  # really killed, mid-run
+
+
 def chat_sequence(tokenizer_dir: Path, a: int, b: int) -> tuple[list[int], list[int]]:
     """(ids, shifted mask) of one rendered exchange; the mask marks the assistant answer."""
     prompt, answer = encode(tokenizer_dir, [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_job, pretrain_config
+from conftest import kill_pretrain_at, make_job, pretrain_config
 
 
 def test_pretrain_loss_falls_and_writes_hf_checkpoint(tmp_path, pretrain_data):
@@ -27,34 +27,7 @@ def test_pretrain_loss_falls_and_writes_hf_checkpoint(tmp_path, pretrain_data):
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train)
 
 
-def _killed_run(job, cfg, work, final, kill_at: int) -> None:
-    """Child process: train, then SIGKILL itself when step ``kill_at`` starts (after the
-    checkpoint at an earlier step was written)."""
-    import os
-    import signal
-
-    import torch
-
-    # a forked child must not reuse the parent's OpenMP pool (it would hang): one thread
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    from nemotron.backends.local import pretrain
-    from nemotron.backends.local.loop import Trainer
-
-    original = Trainer.run_step
-
-    def run_step(self, micros):
-        if self.step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, micros)
-
-    Trainer.run_step = run_step
-    pretrain(job, cfg, work, final)
-
-
 def test_killed_pretrain_resumes_with_same_data_order(tmp_path, pretrain_data):
-    import multiprocessing
-
     import torch
     from safetensors.torch import load_file
 
@@ -68,13 +41,7 @@ def test_killed_pretrain_resumes_with_same_data_order(tmp_path, pretrain_data):
     straight = read_metrics(work)
 
     job, cfg, work2, final2 = make_job(tmp_path / "killed", "pretrain", config, inputs)
-    child = multiprocessing.get_context("fork").Process(
-        target=_killed_run, args=(job, cfg, work2, final2, 12))
-    child.start()
-    child.join(timeout=180)
-    if child.exitcode is None:
-        child.kill()
-    assert child.exitcode == -9, child.exitcode  # really killed, mid-run
+    kill_pretrain_at(job, cfg, work2, final2, 12)
     assert (work2 / "checkpoints" / "step_000010").is_dir()
     assert not (work2 / "model.safetensors").exists()
     meta = pretrain(job, cfg, work2, final2)

@@ -6,7 +6,9 @@ the top-k experts, but nothing ever changes that bias. ``ExpertBalancer`` hooks 
 
 - during training forwards it counts how many tokens each expert received (summed over all
   micro-batches of an optimizer step);
-- after the step, ``update()`` applies the DeepSeek rule per MoE layer,
+- after the step, ``update()`` sums the loads over the data-parallel ranks (``sync``, so every
+  rank applies the same update and the biases stay equal) and applies the DeepSeek rule per
+  MoE layer,
   ``bias += rate * sign(mean_load - load)``, in place and without autograd;
 - when ``aux_coeff > 0`` it also builds the sequence-level balance loss
   ``coeff * mean_seq sum_e f_e * P_e`` with ``f_e = E / (K T) * tokens of the sequence routed
@@ -42,6 +44,7 @@ class ExpertBalancer:
     _hooks: list[Any] = field(default_factory=list)
     _routers: list[tuple[str, Any]] = field(default_factory=list)
     token_mask: Any = None  # optional [B, T] bool mask of real tokens for the next forward
+    sync: Any = None  # optional in-place sum of the load tensors over data-parallel ranks
 
     def __post_init__(self) -> None:
         import torch
@@ -110,6 +113,8 @@ class ExpertBalancer:
         """Apply the bias update from this step's loads, reset them; returns the imbalance."""
         import torch
 
+        if self.sync is not None:
+            self.sync(self.loads)
         imbalance = self.imbalance()
         if self.update_bias and self.rate > 0:
             with torch.no_grad():

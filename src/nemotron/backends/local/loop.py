@@ -8,6 +8,10 @@ reruns): the HF weights and tokenizer (written by the stage's ``save``), plus
 written under a temporary name and renamed when complete, so a kill never leaves a half one.
 A rerun loads the newest complete checkpoint and continues at the next step; batches are a
 pure function of the step, so the data order is the same as in an uninterrupted run.
+
+Under torchrun (``distributed``) each rank runs this loop on its shard of every batch; the
+token counts, gradients and logged values are summed across ranks, and rank 0 alone writes the
+checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ class Trainer:
     def __init__(self, *, model, cfg, work_dir: Path, device, stage: str, total: int,
                  save: Callable[[Path], None], load: Callable[[Path], None],
                  loss_sum: Callable[[MicroBatch], tuple[Any, dict[str, Any]]] | None = None,
-                 params=None, balancer=None):
+                 params=None, balancer=None, dp=None):
+        from nemotron.backends.local.distributed import DataParallel
         from nemotron.backends.local.schedule import make_optimizer, schedule_from
 
         self.model = model
@@ -101,7 +106,10 @@ class Trainer:
         self.optimizer = make_optimizer(params if params is not None else model, cfg.optimizer)
         self.lr_at = schedule_from(cfg, total)
         self.balancer = balancer
-        self.metrics = MetricsLog(self.work_dir, stage)
+        self.dp = dp or DataParallel()
+        if balancer is not None:
+            balancer.sync = self.dp.sum_tensors_
+        self.metrics = MetricsLog(self.work_dir, stage, enabled=self.dp.main)
         train = cfg.train
         self.log_interval = train.log_interval
         self.save_interval = cfg.checkpoint.save_interval or train.save_interval
@@ -112,6 +120,7 @@ class Trainer:
         self.precision = train.precision
         self.step = 0
         self.tokens = 0
+        self.step_tokens = 0  # of the last step, all ranks
         self.initial_loss: float | None = None
         self.resumed_from: int | None = None
 
@@ -131,6 +140,8 @@ class Trainer:
         import torch
 
         dest = self.checkpoint_root / f"step_{self.step:06d}"
+        if not self.dp.main:
+            return dest
         tmp = self.checkpoint_root / f".step_{self.step:06d}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -171,12 +182,15 @@ class Trainer:
         self.initial_loss = state.get("initial_loss")
         self.metrics.truncate_after(self.step)
         self.resumed_from = self.step
-        print(f"[{self.stage}] resumed from checkpoint {latest.name} (step {self.step} of "
-              f"{self.total})", flush=True)
+        if self.dp.main:
+            print(f"[{self.stage}] resumed from checkpoint {latest.name} (step {self.step} of "
+                  f"{self.total})", flush=True)
         return self.step
 
     def strip_optimizer_states(self) -> None:
         """After a successful run the kept checkpoints keep their weights only."""
+        if not self.dp.main:
+            return
         for ckpt in self.checkpoints():
             (ckpt / STATE_FILE).unlink(missing_ok=True)
 
@@ -184,7 +198,9 @@ class Trainer:
     def _forward_backward(self, micros: list[MicroBatch]) -> tuple[float, dict[str, float]]:
         from nemotron.backends.local.modeling import autocast
 
-        counted = sum(float(m.loss_mask.sum()) for m in micros)
+        # the step's loss tokens and micro-batches over all ranks: each rank's share of the loss
+        counted, n_micros = self.dp.sum([sum(float(m.loss_mask.sum()) for m in micros),
+                                         len(micros)])
         denom = max(counted, 1.0)
         total = 0.0
         extras: dict[str, float] = {}
@@ -197,13 +213,13 @@ class Trainer:
                 loss = loss_sum / denom
                 objective = loss
                 for name, value in terms.items():  # extra objectives, already scaled
-                    objective = objective + value / len(micros)
-                    extras[name] = extras.get(name, 0.0) + float(value.detach()) / len(micros)
+                    objective = objective + value / n_micros
+                    extras[name] = extras.get(name, 0.0) + float(value.detach()) / n_micros
                 if self.balancer is not None:
                     aux = self.balancer.pop_aux_loss()
                     if aux is not None:
-                        objective = objective + aux / len(micros)
-                        share = float(aux.detach()) / len(micros)
+                        objective = objective + aux / n_micros
+                        share = float(aux.detach()) / n_micros
                         extras["aux_loss"] = extras.get("aux_loss", 0.0) + share
             objective.backward()
             total += float(loss.detach())
@@ -220,6 +236,11 @@ class Trainer:
         self.model.train()
         loss, extras = self._forward_backward(micros)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.dp.reduce_gradients(params)
+        names = sorted(extras)
+        summed = self.dp.sum([loss, sum(m.tokens for m in micros), *(extras[k] for k in names)])
+        loss, tokens = summed[0], int(summed[1])
+        extras = dict(zip(names, summed[2:], strict=True))
         grad_norm = None
         if self.clip and self.clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip))
@@ -227,7 +248,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         imbalance = self.balancer.update() if self.balancer is not None else None
         self.step += 1
-        self.tokens += sum(m.tokens for m in micros)
+        self.tokens += tokens
+        self.step_tokens = tokens
         if self.initial_loss is None:
             self.initial_loss = loss
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "moe_imbalance": imbalance,
@@ -235,12 +257,18 @@ class Trainer:
 
     @staticmethod
     def batch_fingerprint(micros: list[MicroBatch]) -> int:
-        """A cheap hash of the step's token ids (checks the data order across resumes)."""
+        """A cheap hash of this rank's share of the step's token ids (checks the data order
+        across resumes): a sum of per-sequence CRCs, so the ranks' hashes add up to the
+        one-process hash however the batch is split."""
         import zlib
 
         crc = 0
         for micro in micros:
-            crc = zlib.crc32(micro.input_ids.cpu().numpy().tobytes(), crc)
+            ids = micro.input_ids.cpu()
+            real = micro.token_mask.cpu() if micro.token_mask is not None else None
+            for row in range(ids.shape[0]):
+                seq = ids[row] if real is None else ids[row][real[row]]
+                crc += zlib.crc32(seq.numpy().tobytes())
         return crc
 
     # ------------------------------------------------------------------ evaluation
@@ -249,8 +277,6 @@ class Trainer:
 
         from nemotron.backends.local.modeling import autocast
 
-        if not micros:
-            return None
         self.model.eval()
         total, count = 0.0, 0.0
         with torch.no_grad():
@@ -261,12 +287,14 @@ class Trainer:
                 total += float(loss_sum)
                 count += float(micro.loss_mask.sum())
         self.model.train()
+        total, count = self.dp.sum([total, count])
         return total / count if count else None
 
     # ------------------------------------------------------------------ the loop
     def fit(self, batches: Callable[[int], list[MicroBatch]],
             eval_batches: Callable[[], list[MicroBatch]] | None = None) -> LoopResult:
         self.try_resume()
+        self.dp.broadcast_parameters(p for g in self.optimizer.param_groups for p in g["params"])
         started = time.perf_counter()
         window_tokens, window_start = 0, time.perf_counter()
         last: dict[str, Any] = {}
@@ -274,9 +302,9 @@ class Trainer:
         start_step = self.step
         while self.step < self.total:
             micros = batches(self.step)
-            fingerprint = self.batch_fingerprint(micros)
+            fingerprint = int(self.dp.sum([self.batch_fingerprint(micros)])[0]) % 2**32
             last = self.run_step(micros)
-            window_tokens += sum(m.tokens for m in micros)
+            window_tokens += self.step_tokens
             if self.step % self.log_interval == 0 or self.step in (1, self.total):
                 elapsed = time.perf_counter() - window_start
                 self.metrics.write(self.step, "train", of=self.total,

@@ -18,23 +18,28 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
-    def __init__(self, folder: Path, stage: str):
+    """``enabled=False`` (data-parallel ranks other than 0) writes and prints nothing."""
+
+    def __init__(self, folder: Path, stage: str, enabled: bool = True):
         self.path = Path(folder) / METRICS_FILE
         self.stage = stage
+        self.enabled = enabled
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a rerun resumes from the checkpoint at ``step``)."""
-        if not self.path.is_file():
+        if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def reset(self) -> None:
-        if self.path.is_file():
+        if self.enabled and self.path.is_file():
             self.path.unlink()
 
     def write(self, step: int, split: str = "train", *, echo: bool = True, **values: Any) -> None:
+        if not self.enabled:
+            return
         record = {"stage": self.stage, "step": int(step), "split": split, "time": time.time()}
         record.update({k: _plain(v) for k, v in values.items() if v is not None})
         with self.path.open("a") as fh:

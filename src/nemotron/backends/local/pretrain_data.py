@@ -5,7 +5,8 @@ per split. We build megatron-core ``GPTDataset`` splits with ``BlendedMegatronDa
 (explicit sample counts per split; weighted blends need a process group, so a gloo group of
 world size 1 is opened when none exists), exactly as Megatron-Bridge would on a cluster. Sample
 ``i`` of a split is a fixed function of the seed and the blend, so the batch of step ``s`` is
-samples ``[s * gbs, (s + 1) * gbs)``: a resumed run sees the same data order.
+samples ``[s * gbs, (s + 1) * gbs)``: a resumed run sees the same data order. With data
+parallelism each rank takes its shard of those samples (``distributed.DataParallel.shard``).
 """
 
 from __future__ import annotations
@@ -165,18 +166,19 @@ def build_splits(blend_path: Path, *, seq_length: int, seed: int, vocab_size: in
 
 
 def micro_batches(dataset, step: int, global_batch: int, micro_batch: int,
-                  offset: int = 0) -> list:
-    """Samples ``[offset + step * gbs, ...)`` of a split as ``MicroBatch`` objects."""
+                  offset: int = 0, dp=None) -> list:
+    """This rank's share of samples ``[offset + step * gbs, ...)`` of a split as
+    ``MicroBatch`` objects (all of them without data parallelism)."""
     import torch
 
+    from nemotron.backends.local.distributed import DataParallel
     from nemotron.backends.local.loop import MicroBatch
 
-    start = offset + step * global_batch
     count = len(dataset)
     out = []
-    for first in range(0, global_batch, micro_batch):
-        rows = [dataset[(start + first + j) % count]
-                for j in range(min(micro_batch, global_batch - first))]
+    for indices in (dp or DataParallel()).shard(offset + step * global_batch, global_batch,
+                                                micro_batch):
+        rows = [dataset[i % count] for i in indices]
         tokens = torch.stack([r["tokens"] for r in rows])
         labels = torch.stack([r["labels"] for r in rows])
         mask = torch.stack([r["loss_mask"] for r in rows]).float()

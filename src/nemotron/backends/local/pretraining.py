@@ -3,7 +3,8 @@
 Reads ``blend.json`` through megatron-core's GPTDataset (``pretrain_data``), trains with the
 shared loop (``loop``: AdamW, WSD/cosine schedule, MoE balancing, checkpoints, resume), adds
 the MTP loss when the architecture has MTP (``mtp``), and writes the final HF checkpoint with
-the data's tokenizer at the top of the work folder.
+the data's tokenizer at the top of the work folder. Under torchrun it trains data-parallel
+(``distributed``): every rank reads its shard of each batch, rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _eod_id(data_dir: Path, ids: dict[str, int | None]) -> int:
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from nemotron.backends.local import modeling
     from nemotron.backends.local.balancing import make_balancer
+    from nemotron.backends.local.distributed import from_env
     from nemotron.backends.local.inputs import input_metadata, input_path, tokenizer_dir_of
     from nemotron.backends.local.loop import Trainer, masked_ce
     from nemotron.backends.local.mtp import build_mtp, mtp_state
@@ -56,7 +58,9 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
             f"train.micro_batch_size={train.micro_batch_size}",
             hint=f"use a multiple of {train.micro_batch_size}",
         )
-    device = modeling.setup_torch(cfg.run.env.cpus_per_task)
+    dp = from_env()
+    dp.check_batch(train.global_batch_size, train.micro_batch_size)
+    device = dp.device(modeling.setup_torch(cfg.run.env.cpus_per_task))
     data_dir = input_path(job, "data", "a pretrain-data artifact")
     meta = input_metadata(job, "data")
     blend = Path(cfg.data.blend) if cfg.data.blend else data_dir / str(
@@ -77,10 +81,12 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         mtp.to(device)
     params = list(model.parameters()) + (list(mtp.parameters()) if mtp is not None else [])
     n_params = modeling.count_params(model)
-    print(f"[pretrain] NemotronH {arch.hybrid_override_pattern}: {n_params:,} parameters "
-          f"({modeling.active_params(model):,} active)"
-          + (f", MTP head {sum(p.numel() for p in mtp.parameters()):,}" if mtp else "")
-          + f", device {device}", flush=True)
+    if dp.main:
+        print(f"[pretrain] NemotronH {arch.hybrid_override_pattern}: {n_params:,} parameters "
+              f"({modeling.active_params(model):,} active)"
+              + (f", MTP head {sum(p.numel() for p in mtp.parameters()):,}" if mtp else "")
+              + f", device {device}" + (f", {dp.world} data-parallel ranks" if dp.active else ""),
+              flush=True)
 
     gbs = train.global_batch_size
     evals = (train.train_iters // train.eval_interval + 1) if train.eval_interval else 0
@@ -113,22 +119,26 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     balancer = make_balancer(model, cfg, mtp)
     trainer = Trainer(model=model, cfg=cfg, work_dir=work_dir, device=device, stage="pretrain",
                       total=train.train_iters, save=save, load=load, loss_sum=loss_sum,
-                      params=ParamsView(params), balancer=balancer)
+                      params=ParamsView(params), balancer=balancer, dp=dp)
 
     def batches(step: int):
-        return micro_batches(splits.train, step, gbs, train.micro_batch_size)
+        return micro_batches(splits.train, step, gbs, train.micro_batch_size, dp=dp)
 
     def eval_batches():
         if splits.valid is None or not train.eval_iters:
             return []
         out = []
         for i in range(train.eval_iters):
-            out += micro_batches(splits.valid, i, gbs, train.micro_batch_size)
+            out += micro_batches(splits.valid, i, gbs, train.micro_batch_size, dp=dp)
         return out
 
     result = trainer.fit(batches, eval_batches if splits.valid is not None else None)
     if balancer is not None:
         balancer.remove()
+    dp.barrier()  # every rank is done reading the data before rank 0 writes and cleans up
+    dp.close()
+    if not dp.main:
+        return {}  # rank 0 writes the output; the harness registers only its metadata
     save(work_dir)
     trainer.strip_optimizer_states()
     shutil.rmtree(work_dir / INDEX_CACHE, ignore_errors=True)

@@ -10,7 +10,9 @@ layers never look right, so padding needs no attention mask) and its mask is use
 A step takes ``global_batch_size`` packed rows, as Megatron counts them; their sequences are
 sorted by length and grouped into micro-batches of at most ``micro_batch_size x pack_size``
 padded tokens. Rows are visited in a seeded permutation per epoch, so the batch of step s is a
-fixed function of (seed, s) and a resumed run sees the same order.
+fixed function of (seed, s) and a resumed run sees the same order. With data parallelism each
+rank takes its shard of the step's rows (``distributed.DataParallel.shard``, ``micro_batch_size``
+rows at a time, as Megatron's sampler does) and groups their sequences itself.
 """
 
 from __future__ import annotations
@@ -74,11 +76,16 @@ def row_order(num_rows: int, seed: int, epoch: int):
 
 
 def step_sequences(rows: list[list[Sequence]], step: int, rows_per_step: int,
-                   seed: int) -> list[Sequence]:
+                   seed: int, dp=None, micro_batch: int = 1) -> list[Sequence]:
+    """The sequences of this rank's share of the step's rows (all of them without data
+    parallelism)."""
+    from nemotron.backends.local.distributed import DataParallel
+
     n = len(rows)
     picked: list[Sequence] = []
     orders: dict[int, Any] = {}
-    for k in range(step * rows_per_step, (step + 1) * rows_per_step):
+    shards = (dp or DataParallel()).shard(step * rows_per_step, rows_per_step, micro_batch)
+    for k in (k for shard in shards for k in shard):
         epoch, pos = divmod(k, n)
         if epoch not in orders:
             orders[epoch] = row_order(n, seed, epoch)

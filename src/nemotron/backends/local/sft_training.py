@@ -1,7 +1,8 @@
 """Local SFT: full fine-tuning or LoRA of an HF NemotronH checkpoint on packed chat Parquet.
 
 Packed rows are unpacked per sequence (``sft_data``); the loss counts exactly the tokens the
-mask marks (assistant turns). The shared loop gives checkpoints and resume.
+mask marks (assistant turns). The shared loop gives checkpoints and resume; under torchrun it
+trains data-parallel (``distributed``), each rank on its shard of the step's packed rows.
 
 LoRA (``cfg.peft``) uses PEFT with the recipe's Megatron target names mapped to NemotronH's
 HF modules (``LORA_TARGETS``). The output is the adapter (``adapter_config.json`` +
@@ -57,6 +58,7 @@ def lora_targets(names: list[str], model) -> tuple[list[str], list[str], list[st
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from nemotron.backends.local import modeling
     from nemotron.backends.local.balancing import make_balancer
+    from nemotron.backends.local.distributed import from_env
     from nemotron.backends.local.inputs import (
         input_metadata,
         input_path,
@@ -75,7 +77,9 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 
     require(cfg, "train", "optimizer")
     train = cfg.train
-    device = modeling.setup_torch(cfg.run.env.cpus_per_task)
+    dp = from_env()
+    dp.check_batch(train.global_batch_size, train.micro_batch_size, what="packed rows")
+    device = dp.device(modeling.setup_torch(cfg.run.env.cpus_per_task))
     data_dir = input_path(job, "data", "an sft-data artifact (packed Parquet)")
     model_dir = modeling.check_model_folder(input_path(job, "model", "a model to fine-tune"))
     data_meta = input_metadata(job, "data")
@@ -104,11 +108,13 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         model, notes = _with_lora(model, cfg.peft)
     model.to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"[sft] {'LoRA' if lora else 'full'} fine-tuning of {model_dir.name}: "
-          f"{trainable:,} trainable of {base_params:,} parameters; {len(rows)} packed rows, "
-          f"{sum(len(r) for r in rows)} sequences; device {device}", flush=True)
-    for note in notes:
-        print(f"[sft] note: {note}", flush=True)
+    if dp.main:
+        print(f"[sft] {'LoRA' if lora else 'full'} fine-tuning of {model_dir.name}: "
+              f"{trainable:,} trainable of {base_params:,} parameters; {len(rows)} packed rows, "
+              f"{sum(len(r) for r in rows)} sequences; device {device}"
+              + (f", {dp.world} data-parallel ranks" if dp.active else ""), flush=True)
+        for note in notes:
+            print(f"[sft] note: {note}", flush=True)
 
     mtp = None if lora else _mtp_head(model, cfg, model_dir, device)
     # LoRA keeps the base frozen, router bias included (the adapter could not carry it).
@@ -144,11 +150,12 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 
     trainer = Trainer(model=model, cfg=cfg, work_dir=work_dir, device=device, stage="sft",
                       total=train.train_iters, save=save, load=load, loss_sum=loss_sum,
-                      params=ParamsView(params), balancer=balancer)
+                      params=ParamsView(params), balancer=balancer, dp=dp)
     budget = max(train.micro_batch_size * pack_size, pack_size)
 
     def batches(step: int):
-        seqs = step_sequences(rows, step, train.global_batch_size, cfg.run.seed)
+        seqs = step_sequences(rows, step, train.global_batch_size, cfg.run.seed, dp=dp,
+                              micro_batch=train.micro_batch_size)
         return to_micro_batches(seqs, budget, pad_id, max_len=train.seq_length)
 
     valid_folder = split_folder(data_dir, data_meta, "valid")
@@ -157,13 +164,17 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         valid_rows = read_rows(valid_folder)
 
         def eval_fn():
-            seqs = [s for row in valid_rows[: train.eval_iters * train.global_batch_size]
-                    for s in row]
+            count = min(len(valid_rows), train.eval_iters * train.global_batch_size)
+            seqs = [s for shard in dp.shard(0, count, train.micro_batch_size)
+                    for k in shard for s in valid_rows[k]]
             return to_micro_batches(seqs, budget, pad_id, max_len=train.seq_length)
 
     result = trainer.fit(batches, eval_fn)
     if balancer is not None:
         balancer.remove()
+    dp.close()
+    if not dp.main:
+        return {}  # rank 0 writes the output; the harness registers only its metadata
     save(work_dir)
     merged_meta: dict[str, Any] = {}
     if lora:
