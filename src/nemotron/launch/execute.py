@@ -23,6 +23,10 @@ def preflight(plan: Plan) -> None:
     if plan.warnings and plan.profile.executor == "local" and plan.decision == "run":
         first, _, rest = plan.warnings[0].partition(". ")
         raise UserError(first, hint=rest or None)
+    if plan.profile.executor == "local":
+        from nemotron.launch.local import check_local_world
+
+        check_local_world(plan)
 
 
 def execute(plan: Plan, *, attached: bool, say=print) -> int:

@@ -23,18 +23,46 @@ import sys
 import time
 from pathlib import Path
 
+from nemotron.errors import UserError
 from nemotron.launch.records import JobRecord, _now
 
 
+def local_processes(plan) -> int:
+    """How many processes a local run of ``plan`` starts (``gpus_per_node``, else
+    ``ntasks_per_node``, for a torchrun stage; else one)."""
+    if plan.stage.launcher != "torchrun":
+        return 1
+    return plan.profile.gpus_per_node or plan.profile.ntasks_per_node
+
+
 def local_command(plan) -> list[str]:
-    """The command a local run starts: the stage, under torchrun when it asks for several
-    processes (``gpus_per_node``, else ``ntasks_per_node``)."""
+    """The command a local run starts: the stage, under torchrun for several processes."""
     from nemotron.launch.node import launcher_command
 
-    nproc = plan.profile.gpus_per_node or plan.profile.ntasks_per_node
-    if plan.stage.launcher != "torchrun" or nproc <= 1:
+    nproc = local_processes(plan)
+    if nproc <= 1:
         return plan.command()
     return launcher_command(plan.python(), "torchrun", plan.command(), nproc)
+
+
+def check_local_world(plan) -> None:
+    """Several local processes split each global batch: refuse a batch they cannot split
+    before starting them (each would fail with the same message)."""
+    nproc, train = local_processes(plan), plan.config.train
+    if nproc <= 1 or train is None:
+        return
+    import math
+
+    gbs, mbs = train.global_batch_size, train.micro_batch_size
+    if gbs % (mbs * nproc):
+        fix = (f"train.micro_batch_size={math.gcd(mbs, gbs // nproc)}" if gbs % nproc == 0
+               else f"train.global_batch_size={mbs * nproc * max(1, gbs // (mbs * nproc))}")
+        raise UserError(
+            f"{nproc} local processes cannot split train.global_batch_size={gbs} into "
+            f"micro-batches of {mbs}: it must be a multiple of micro_batch_size x processes = "
+            f"{mbs * nproc}",
+            hint=f"use {fix}, or fewer processes (run.env.ntasks_per_node)",
+        )
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
