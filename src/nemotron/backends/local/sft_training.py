@@ -105,7 +105,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     lora = cfg.peft is not None
     notes: list[str] = []
     if lora:
-        model, notes = _with_lora(model, cfg.peft)
+        model, notes = _with_lora(model, cfg.peft, seed=cfg.run.seed)
     model.to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if dp.main:
@@ -227,7 +227,10 @@ def _mtp_head(model, cfg, model_dir: Path, device):
     return head.to(device)
 
 
-def _with_lora(model, peft_cfg):
+def _with_lora(model, peft_cfg, seed: int):
+    """The PEFT model; its random adapter init (``lora_A``) follows ``run.seed``, so every
+    data-parallel rank, and every rerun, starts from the same adapter."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     if peft_cfg.type != "lora":
@@ -241,6 +244,7 @@ def _with_lora(model, peft_cfg):
     config = LoraConfig(r=peft_cfg.rank, lora_alpha=peft_cfg.alpha,
                         lora_dropout=peft_cfg.dropout, target_modules=modules or None,
                         target_parameters=params or None, bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
     try:
         return get_peft_model(model, config), notes
     except ValueError as exc:
