@@ -62,3 +62,23 @@ def test_without_ray_several_nodes_refuse(slurm_env, capfd, monkeypatch):
 def test_a_command_is_required():
     with pytest.raises(SystemExit):
         node.main(["ray"])
+
+
+def test_torchrun_workers_share_the_task_cores(slurm_env):
+    """torchrun alone would give each worker one thread; an OMP_NUM_THREADS set by the user
+    is passed through unchanged (``setdefault``)."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    show = ("import os; os.write(1, f\"threads {os.environ['RANK']} "
+            "{os.environ['OMP_NUM_THREADS']}\\n\".encode())")  # one write per process
+    proc = subprocess.run(
+        [sys.executable, "-m", "nemotron.launch.node", "torchrun", "--nproc-per-node=2", "--",
+         sys.executable, "-c", show],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cores = len(os.sched_getaffinity(0))
+    expected = str(max(1, cores // 2))
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("threads"))
+    assert lines == [f"threads 0 {expected}", f"threads 1 {expected}"], proc.stdout

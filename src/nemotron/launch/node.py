@@ -99,12 +99,20 @@ def torchrun_argv(cmd: list[str], nproc: int, nodes: int) -> list[str]:
     return [*argv, "--no-python", *cmd]
 
 
+def worker_threads(nproc: int) -> int:
+    """CPU threads for each of ``nproc`` processes: the cores this task may use, shared out
+    (torchrun would give each process one thread)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, nproc))
+
+
 def run_torchrun(cmd: list[str], nproc: int) -> int:
     nodes = job_nodes()
     if nodes * nproc == 1:
         say("one process in all: running the stage without torchrun")
         os.execvp(cmd[0], cmd)
     argv = torchrun_argv(cmd, nproc, nodes)
+    os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads(nproc)))
     say(f"torchrun: {nodes} node(s) x {nproc} process(es)")
     os.execv(argv[0], argv)
     return 1  # not reached
