@@ -19,11 +19,22 @@ api_key = "{SECRET}-wandb"
 
 [base]
 executor = "local"
-env_vars = {{ MY_API_KEY = "{SECRET}", HF_TOKEN = "{SECRET}-hf", PLAIN = "visible-value" }}
+[base.env_vars]
+MY_API_KEY = "{SECRET}"
+HF_TOKEN = "{SECRET}-hf"
+PLAIN = "visible-value"
+MY_PASSWORD_X = "{SECRET}-mid"
+api_key_lower = "{SECRET}-lower"
 
 [child]
 extends = "base"
 env_vars = {{ OTHER = "x" }}
+
+[cluster]
+extends = "base"
+executor = "slurm"
+account = "acct"
+partition = "batch"
 """
 
 
@@ -35,10 +46,23 @@ def test_dry_run_and_profile_show_redact(cli, env_toml, monkeypatch):
     assert res.exit_code == 0, res.output
     assert SECRET not in res.output
     assert "MY_API_KEY=********" in res.stdout
+    assert "MY_PASSWORD_X=********" in res.stdout and "api_key_lower=********" in res.stdout
     shown = cli("profiles", "show", "child", "--env-file", str(env))
     assert shown.exit_code == 0, shown.output
     assert SECRET not in shown.output and "visible-value" in shown.stdout
     assert "OTHER" in shown.stdout  # extends merged env_vars
+    assert "MY_PASSWORD_X" in shown.stdout and "api_key_lower" in shown.stdout
+
+
+def test_sbatch_dry_run_leaves_secrets_out(cli, env_toml, tmp_path):
+    env = env_toml(ENV)
+    res = cli("nano3", "pretrain", "-c", "tiny", "-d", "--env-file", str(env), "--run",
+              "cluster", f"run.data={tmp_path}")
+    assert res.exit_code == 0, res.output
+    assert "#SBATCH" in res.stdout, res.stdout
+    assert "export PLAIN=" in res.stdout
+    assert SECRET not in res.output
+    assert "export MY_PASSWORD_X" not in res.stdout and "export api_key_lower" not in res.stdout
 
 
 def test_job_folder_keeps_secrets_out_of_job_yaml(home, env_toml, tmp_path):
@@ -50,6 +74,8 @@ def test_job_folder_keeps_secrets_out_of_job_yaml(home, env_toml, tmp_path):
                       overrides=[f"run.data={data}"], env=env, profile_name="child",
                       argv=["nemotron", "nano3", "pretrain", f"logging.api_token={SECRET}"])
     job_dir = write_job_folder(plan)
+    assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((job_dir / "job.yaml").stat().st_mode) == 0o600
     text = (job_dir / "job.yaml").read_text()
     assert SECRET not in text
     job = yaml.safe_load(text)
@@ -64,8 +90,10 @@ def test_job_folder_keeps_secrets_out_of_job_yaml(home, env_toml, tmp_path):
     body = secrets_file.read_text()
     assert f"MY_API_KEY={SECRET}" in body and f"HF_TOKEN={SECRET}-hf" in body
     assert f"WANDB_API_KEY={SECRET}-wandb" in body
+    assert f"MY_PASSWORD_X={SECRET}-mid" in body and f"api_key_lower={SECRET}-lower" in body
     assert "PLAIN" not in body  # not a secret: it is in the process environment instead
     assert plan.process_env()["PLAIN"] == "visible-value"
+    assert not {"MY_PASSWORD_X", "api_key_lower", "MY_API_KEY"} & set(plan.process_env())
 
 
 def test_profile_inheritance_and_cycles(env_toml):
@@ -108,13 +136,16 @@ def test_example_env_toml_is_valid():
 @pytest.mark.parametrize("name,secret", [
     ("HF_TOKEN", True), ("WANDB_API_KEY", True), ("api_key", True), ("MY_SECRET", True),
     ("db_password", True), ("APIKEY", True), ("token", True), ("AWS_CREDENTIALS", True),
+    ("MY_PASSWORD_X", True), ("api_key_lower", True), ("db-Passwd-2", True),
+    ("Key_File", True), ("deployment.api_key", True), ("PGPASSWORD", True),
     ("max_new_tokens", False), ("token_level_loss", False), ("tokenizer", False),
-    ("key_file", False), ("num_tokens", False), ("monkey", False),
+    ("num_tokens", False), ("monkey", False), ("eod_token", False), ("keyboard", False),
 ])
 def test_secret_names(name, secret):
     from nemotron.profiles import redact
 
     assert (redact({name: "v"})[name] != "v") is secret
+    assert redact({name: True})[name] is True  # a flag is not a secret
 
 
 def test_rl_and_eval_configs_survive_into_job_yaml(home):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nemotron.errors import UserError
-from nemotron.launch.jobdir import write_job_folder
+from nemotron.launch.jobdir import make_private_dir, write_job_folder
 from nemotron.launch.plan import Plan
 from nemotron.launch.records import JobRecord, _now
 
@@ -62,6 +62,6 @@ def execute(plan: Plan, *, attached: bool, say=print) -> int:
 
 def mark_skipped(plan: Plan) -> JobRecord:
     record = new_record(plan)
-    plan.job_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(plan.job_dir)
     record.update(state="SKIPPED", reason=plan.reason, ended=_now())
     return record

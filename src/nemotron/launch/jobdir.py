@@ -4,6 +4,7 @@ Layout of ``$NEMOTRON_HOME/jobs/<job_id>/``::
 
     job.yaml        resolved config, inputs, outputs, provenance (secrets redacted)
     secrets.env     KEY=VALUE lines, mode 600 (only when there are secrets)
+                    (the folder is mode 700, job.yaml and record.json 600)
     code/nemotron/  a copy of the package source (only for containers and SSH targets, so the
                     entry point runs from exactly the code that planned it, committed or not)
     record.json     the job record: state, exit code, log path, executor ids (see records.py)
@@ -17,24 +18,27 @@ import shutil
 from pathlib import Path
 
 from nemotron.launch.plan import Plan
-from nemotron.stages.job import Job, dump_job
+from nemotron.stages.job import Job, dump_job, write_private
 
 
 def write_job_folder(plan: Plan) -> Path:
     job_dir = plan.job_dir
-    job_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(job_dir)
     secret_env = plan.secret_env()
     if secret_env:
-        path = job_dir / "secrets.env"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(f"{k}={v}\n" for k, v in secret_env.items())
-        os.chmod(path, 0o600)
+        write_private(job_dir / "secrets.env", "".join(f"{k}={v}\n" for k, v in secret_env.items()))
     job = Job.model_validate(plan.job_document())
     dump_job(job, job_dir / "job.yaml")
     if plan.profile.container_image or plan.profile.tunnel == "ssh":
         snapshot_code(job_dir / "code")
     return job_dir
+
+
+def make_private_dir(job_dir: Path) -> None:
+    """Create the job folder readable by its owner only (mode 700): its job.yaml, log and record
+    name paths, hosts and commands, and its secrets file must stay the owner's."""
+    job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(job_dir, 0o700)
 
 
 def snapshot_code(dest: Path) -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,9 +43,9 @@ class JobRecord:
         return Path(self.job_dir) / "record.json"
 
     def save(self) -> None:
-        tmp = self.path.with_name("record.json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, self.path)
+        from nemotron.stages.job import write_private
+
+        write_private(self.path, json.dumps(asdict(self), indent=2))
 
     def update(self, **changes: Any) -> JobRecord:
         for key, value in changes.items():

@@ -67,9 +67,9 @@ NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
 def _secret_name(name: str) -> bool:
-    from nemotron.profiles import SECRET_PATTERN
+    from nemotron.profiles import is_secret_name
 
-    return bool(SECRET_PATTERN.search(name))
+    return is_secret_name(name)
 
 
 def _check_keys(profile: Mapping[str, Any]) -> None:

@@ -19,11 +19,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nemotron.errors import UserError
 
-# A name is a secret when its last word is one of these (HF_TOKEN, WANDB_API_KEY, db_password,
-# apikey); `max_new_tokens`, `token_level_loss` and `key_file` are not.
-SECRET_PATTERN = re.compile(
-    r"(^|[_\-.])(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE
-)
+# A name is a secret when any of its words (split at `_`, `-` and `.`, any case) is one of
+# SECRET_WORDS (MY_PASSWORD_X, api_key_lower, HF_TOKEN, db-passwd), or it is a known secret
+# name. Matching whole words keeps `max_new_tokens` and `tokenizer` out; the tokenizer's
+# special-token fields (`eod_token`, ...) and `token_level_loss` are config values, not secrets.
+SECRET_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY",
+                          "CREDENTIAL", "CREDENTIALS"})
+KNOWN_SECRETS = frozenset({"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "NGC_API_KEY",
+                           "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                           "GITHUB_TOKEN", "NVIDIA_API_KEY", "PGPASSWORD", "MYSQL_PWD"})
+NOT_SECRETS = frozenset({"bos_token", "eos_token", "eod_token", "pad_token", "unk_token",
+                         "sep_token", "cls_token", "mask_token", "end_of_turn_token",
+                         "token_level_loss"})
+_WORD_SPLIT = re.compile(r"[_\-.]+")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or key called ``name`` holds a secret (see SECRET_WORDS)."""
+    last = name.rsplit(".", 1)[-1]
+    if last.lower() in NOT_SECRETS:
+        return False
+    if last.upper() in KNOWN_SECRETS:
+        return True
+    return any(word.upper() in SECRET_WORDS for word in _WORD_SPLIT.split(name))
+
+
 REDACTED = "********"
 
 
@@ -96,10 +116,10 @@ class Profile(_Strict):
         return self
 
     def secret_env(self) -> dict[str, str]:
-        return {k: v for k, v in self.env_vars.items() if SECRET_PATTERN.search(k)}
+        return {k: v for k, v in self.env_vars.items() if is_secret_name(k)}
 
     def public_env(self) -> dict[str, str]:
-        return {k: v for k, v in self.env_vars.items() if not SECRET_PATTERN.search(k)}
+        return {k: v for k, v in self.env_vars.items() if not is_secret_name(k)}
 
 
 _PROFILE_KEYS = set(Profile.model_fields) | {"extends"}
@@ -224,11 +244,13 @@ def _build(name: str, tables: dict[str, dict], where: str, chain: tuple[str, ...
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with every secret-looking key's value replaced."""
+    """A copy of ``value`` with the value of every secret-named key replaced (strings and
+    numbers; a boolean or null says nothing secret and is kept)."""
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    if key and SECRET_PATTERN.search(key) and value not in (None, ""):
+    if key and isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+            and value != "" and is_secret_name(key):
         return REDACTED
     return value

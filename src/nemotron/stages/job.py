@@ -86,13 +86,21 @@ def load_job(path: str | os.PathLike) -> Job:
         return Job.model_validate(yaml.safe_load(fh))
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, readable and writable by its owner only (mode 600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def dump_job(job: Job, path: Path) -> None:
-    """Write ``job.yaml`` atomically."""
+    """Write ``job.yaml`` atomically, owner-only (it names paths, hosts and the command)."""
     import yaml
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False, width=100))
-    os.replace(tmp, path)
+    write_private(path, yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False, width=100))
 
 
 def load_secrets(job: Job) -> None:
