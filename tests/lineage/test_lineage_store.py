@@ -75,6 +75,50 @@ def test_same_identity_commits_to_the_existing_version(store, root):
     assert len(store.list(include_incomplete=True)) == 1
 
 
+def test_a_redo_of_the_same_identity_rewrites_the_record_file(store, root):
+    data = prep_pretrain_data(store, root)
+    path = Path(data.path)
+    (path / "artifact.json").unlink()  # a forced redo replaced the folder with fresh files
+    pending = store.begin(name=data.name, kind=data.kind, identity=data.identity, path=path,
+                          producer=Producer.current("prep", discover_git=False))
+    again = pending.commit({**data.metadata, "tokens": {"train": 7}})
+    beside = json.loads((path / "artifact.json").read_text())
+    assert (beside["version"], beside["metadata"]["tokens"]) == ("v0", {"train": 7})
+    assert store.resolve(data.name).metadata["tokens"] == {"train": 7} == again.metadata["tokens"]
+
+
+class _FailingCommit:
+    """A connection whose COMMIT fails as a full disk or a lost NFS lock would."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_failed_commit_leaves_nothing_that_looks_complete(store, root):
+    path = root / "nano3-sft-data-tiny" / "abc"
+    path.mkdir(parents=True)
+    pending = store.begin(name="nano3-sft-data-tiny", kind="sft-data", identity=identity(n=1),
+                          path=path, producer=Producer.current("prep", discover_git=False))
+    real = store._conn
+    store._conn = _FailingCommit(real)
+    try:
+        with pytest.raises((sqlite3.OperationalError, UserError)):
+            pending.commit(SFT_META)
+    finally:
+        store._conn = real
+    assert not (path / "artifact.json").exists()
+    assert store.find("nano3-sft-data-tiny", identity(n=1)) is None
+    assert [a.status for a in store.list(include_incomplete=True)] == ["running"]
+
+
 def test_aliases(store, root):
     for seed in range(3):
         _register(store, root, "nano3-sft-model", "model", {"format": "hf", "stage": "sft"}, seed)

@@ -16,7 +16,7 @@ jobs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        help="Submitted jobs: list, status, logs, cancel.")
 
 _COLORS = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "red", "RUNNING": "cyan",
-           "PENDING": "yellow", "SKIPPED": "dim", "TIMEOUT": "red"}
+           "PENDING": "yellow", "SKIPPED": "dim", "TIMEOUT": "red", "ORPHANED": "red"}
 
 
 def _home(env_file: str | None) -> Path:
@@ -39,19 +39,10 @@ def _refresh(record):
         except ImportError:
             return record
         return refresh_record(record)
-    if record.executor == "local" and record.pid:
-        import os
+    if record.executor == "local":
+        from nemotron.launch.local import refresh_local
 
-        try:
-            os.kill(record.pid, 0)
-        except ProcessLookupError:
-            from nemotron.launch.records import load_record
-
-            record = load_record(record.path)  # the watcher wrote the final state
-            if record.state not in TERMINAL:
-                record.update(state="FAILED", reason="process vanished without a final state")
-        except PermissionError:
-            pass
+        return refresh_local(record)
     return record
 
 
@@ -151,7 +142,7 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
             console.print("  last lines of the log:")
             for line in tail:
                 console.print(f"    {line}", markup=False)
-        worst = max(worst, 1 if r.state in ("FAILED", "CANCELLED", "TIMEOUT") else 0)
+        worst = max(worst, 1 if r.state in ("FAILED", "CANCELLED", "TIMEOUT", "ORPHANED") else 0)
     raise typer.Exit(worst)
 
 

@@ -15,21 +15,24 @@ import time
 import traceback
 
 
-def _die_with_parent() -> None:
+def die_with_parent(signum: int, parent: int | None) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent dies (PR_SET_PDEATHSIG);
+    exit at once if ``parent`` (the pid that started us) is gone already. A no-op elsewhere."""
     try:
         import ctypes
-        import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    parent = os.environ.get("NEMOTRON_PREP_PARENT")
-    if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
 def main(argv: list[str]) -> int:
-    _die_with_parent()
+    import signal
+
+    parent = os.environ.get("NEMOTRON_PREP_PARENT")
+    die_with_parent(signal.SIGKILL, int(parent) if parent else None)
     from nemotron.data.engine import Unit, run_one
     from nemotron.errors import UserError
 

@@ -6,6 +6,7 @@ from nemotron.errors import UserError
 from nemotron.launch.jobdir import make_private_dir, write_job_folder
 from nemotron.launch.plan import Plan
 from nemotron.launch.records import JobRecord, _now
+from nemotron.lineage.writer import check_no_writer
 
 
 def new_record(plan: Plan, depends_on: list[str] | None = None) -> JobRecord:
@@ -35,6 +36,8 @@ def execute(plan: Plan, *, attached: bool, say=print) -> int:
         say(f"skip {plan.stage.name}: {plan.reason}")
         return 0
     preflight(plan)
+    for out in plan.outputs.values():  # the stage checks again under the lock; this is early
+        check_no_writer(out.path)
     write_job_folder(plan)
     record = new_record(plan)
     record.save()

@@ -80,9 +80,9 @@ def run_attached(cmd: list[str], env: dict[str, str], record: JobRecord, setup: 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             full, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_dies_with(os.getpid()),
         )
-        record.update(pid=proc.pid)
+        record.update(pid=proc.pid, launcher_pid=os.getpid())
         interrupted = False
         try:
             assert proc.stdout is not None
@@ -98,6 +98,19 @@ def run_attached(cmd: list[str], env: dict[str, str], record: JobRecord, setup: 
     record.update(state=state, exit_code=code, ended=_now(),
                   reason="interrupted (Ctrl-C)" if interrupted else None)
     return 130 if interrupted else code
+
+
+def _dies_with(launcher: int):
+    """A ``preexec_fn``: the attached stage gets SIGTERM when this CLI dies, even by SIGKILL
+    (Linux; elsewhere ``jobs status`` reports the stage as orphaned and ``jobs cancel`` ends it).
+    The stage's own workers die with the stage the same way."""
+
+    def arm() -> None:
+        from nemotron.data.worker import die_with_parent
+
+        die_with_parent(signal.SIGTERM, launcher)
+
+    return arm
 
 
 def run_detached(cmd: list[str], env: dict[str, str], record: JobRecord, setup: list[str]) -> int:
@@ -136,6 +149,43 @@ def _stop(proc: subprocess.Popen) -> int:
                 return proc.returncode
             time.sleep(0.1)
     return proc.wait()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def refresh_local(record: JobRecord) -> JobRecord:
+    """A running local record checked against its processes: the stage gone without a final
+    state is FAILED (with why); a stage alive after its attached CLI died is ORPHANED."""
+    from nemotron.launch.records import TERMINAL, load_record
+
+    if record.state in TERMINAL or not record.pid:
+        return record
+    launcher = record.launcher_pid
+    if _alive(record.pid):
+        if launcher and not _alive(launcher) and record.state != "ORPHANED":
+            record.update(state="ORPHANED", reason=(
+                f"the nemotron process that ran it (pid {launcher}) is gone; the stage "
+                f"(pid {record.pid}) still runs: `nemotron jobs cancel {record.id}` ends it"))
+        return record
+    record = load_record(record.path)  # a detached job's watcher wrote the final state
+    if record.state in TERMINAL:
+        return record
+    if launcher and not _alive(launcher):
+        why = (f"the nemotron process that ran it (pid {launcher}) died; the stage "
+               f"(pid {record.pid}) was stopped with it")
+    else:
+        why = "process vanished without a final state"
+    return record.update(state="FAILED", reason=why, ended=_now())
 
 
 def cancel_local(record: JobRecord) -> bool:

@@ -24,7 +24,7 @@ class JobRecord:
     executor: str
     profile: str
     job_dir: str
-    state: str = "PENDING"  # PENDING RUNNING SUCCEEDED FAILED CANCELLED SKIPPED
+    state: str = "PENDING"  # PENDING RUNNING ORPHANED SUCCEEDED FAILED CANCELLED SKIPPED
     exit_code: int | None = None
     reason: str | None = None
     created: str = field(default_factory=lambda: _now())
@@ -32,6 +32,7 @@ class JobRecord:
     ended: str | None = None
     log: str | None = None
     pid: int | None = None
+    launcher_pid: int | None = None  # the attached CLI that runs a local stage
     scheduler_id: str | None = None  # Slurm job id
     experiment_id: str | None = None  # NeMo-Run experiment id
     pipe: str | None = None

@@ -441,8 +441,11 @@ class Store:
                 "SELECT id FROM artifacts WHERE name = ? AND identity = ? AND status = 'complete'",
                 (pending.name, pending.identity),
             ).fetchone()
-            if same is not None:  # content-addressed: the same output exists already
+            if same is not None:  # content-addressed: a forced redo of an existing output
                 c.execute("DELETE FROM artifacts WHERE id = ?", (pending.id,))
+                c.execute(  # the files now there are this run's: so is the record
+                    "UPDATE artifacts SET metadata = ?, producer = ?, committed_at = ? "
+                    "WHERE id = ?", (json.dumps(checked), producer, ended, same[0]))
                 _set_aliases(c, pending.name, same[0], aliases)
                 return same[0]
             version = c.execute(
@@ -455,10 +458,12 @@ class Store:
                 (version, json.dumps(checked), producer, ended, pending.id),
             )
             _set_aliases(c, pending.name, pending.id, ["latest", *aliases])
-            write_record_file(self._get(pending.id, c))
             return pending.id
 
+        # artifact.json only after the transaction committed: a failed commit leaves nothing
+        # beside the files that looks complete (a forced redo rewrites it, as a first run does)
         artifact = self._get(self._write(commit))
+        write_record_file(artifact)
         if artifact.mirror is not None and artifact.mirror.status == "pending":
             artifact = self._mirror_now(artifact)
         return artifact

@@ -3,8 +3,9 @@
 ``python -m nemotron.stages.<entry> --job job.yaml`` calls :func:`main` with the entry's
 ``run(job, work_dir, final_dir) -> dict`` function. For each output the harness
 
-1. skips the stage when a complete artifact with the planned identity already exists,
-2. opens a ``running`` lineage record (never resolvable),
+1. holds the output's writer lock (``nemotron.lineage.writer``; a second writer exits 2),
+2. skips the stage when a complete artifact with the planned identity already exists, else
+   opens a ``running`` lineage record (never resolvable),
 3. lets the backend work in ``<path>.partial/`` (stable across retries: receipts and checkpoints
    there make a rerun resume),
 4. renames ``.partial`` to the final path and only then commits the record (assigning vN).
@@ -84,6 +85,7 @@ def execute(job: Job, run: RunFn) -> int:
     data-parallel ranks block in collectives until every rank takes part.
     """
     from nemotron.lineage import Store
+    from nemotron.lineage.writer import hold_output
 
     load_secrets(job)
     if len(job.outputs) != 1:
@@ -99,6 +101,16 @@ def execute(job: Job, run: RunFn) -> int:
         run(job, work_dir, final_dir)
         return 0
     store = Store.open(Path(job.lineage.db), wandb=job.lineage.wandb)
+    with hold_output(out.path, job.job.id) as stale:
+        if stale is not None:
+            print(f"[nemotron] took over the output lock of job {stale.get('job')} (pid "
+                  f"{stale.get('pid')} on host {stale.get('host')}), which ended without "
+                  "releasing it", flush=True)
+        return _produce(store, job, out, run)
+
+
+def _produce(store, job: Job, out, run: RunFn) -> int:
+    """Skip, or run and commit, while holding the output's writer lock."""
     existing = store.find(out.name, identity=out.identity)
     if existing is not None and not job.job.force:
         print(f"[nemotron] {out.name}:{existing.version} already exists for this config and these "
@@ -156,16 +168,30 @@ def backend_stage(entry: str) -> RunFn:
     return run
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the job was cancelled, or the CLI that ran it attached died."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated("terminated (SIGTERM): cancelled, or the nemotron process that ran it died")
+
+
 def main(run: RunFn, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one nemotron stage from its job file.")
     parser.add_argument("--job", required=True, help="path to job.yaml")
     args = parser.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)  # unwind: the running record is marked failed
     try:
         job = load_job(args.job)
         code = execute(job, run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except Terminated as exc:
+        print(f"[nemotron] {exc}", file=sys.stderr, flush=True)
+        code = 143
     except KeyboardInterrupt:
         print("[nemotron] interrupted", file=sys.stderr, flush=True)
         code = 130
