@@ -125,9 +125,9 @@ def test_identical_trainings_at_once(place):
     assert_no_secret_written(home, [out for _, out in results])
 
 
-def _record(home: Path) -> dict:
+def _record(home: Path, stage: str) -> dict:
     for _ in range(600):
-        found = sorted(home.glob("jobs/*/record.json"))
+        found = sorted(home.glob(f"jobs/nano3-{stage}-tiny-*/record.json"))
         if found:
             data = json.loads(found[-1].read_text())
             if data.get("pid"):
@@ -153,7 +153,7 @@ def test_sigkill_of_the_cli_stops_its_stage(place, when):
     ((code, out),) = finish([start(place, "nano3", "data", "prep", "pretrain", "-c", "tiny")])
     assert code == 0, out
     cli = start(place, "nano3", "pretrain", "-c", "tiny", "train.train_iters=500")
-    record = _record(home)
+    record = _record(home, "pretrain")
     if when == "working":  # the stage streams through the CLI: read until training steps
         for line in cli.stdout:
             if "step " in line:
@@ -193,3 +193,30 @@ def test_a_stage_that_outlived_its_cli_is_reported_orphaned_and_cancel_ends_it(c
     finally:
         if stage.poll() is None:
             stage.kill()
+
+
+def test_a_damaged_input_is_found_at_planning_and_a_plain_rerun_repairs_it(cli, home):
+    prep = ("nano3", "data", "prep", "pretrain", "-c", "tiny")
+    assert cli(*prep).exit_code == 0
+    name = "nano3-pretrain-data-tiny"
+    assert cli("artifacts", "verify", name).exit_code == 0
+    folder = next((home / "artifacts" / name).glob("*[!k]"))  # the folder, not its .lock
+    manifest = json.loads((folder / "manifest.json").read_text())
+    bins = [f["path"] for f in manifest["files"] if f["path"].endswith(".bin")]
+    first = folder / bins[0]
+    data = bytearray(first.read_bytes())
+    data[0] ^= 0xFF  # same size, other content: only the hash check sees it
+    first.write_bytes(bytes(data))
+    verify = cli("artifacts", "verify", f"{name}:v0")
+    assert verify.exit_code == 2 and "does not match its recorded sha256" in verify.output
+    (folder / bins[-1]).unlink()
+    plan = cli("nano3", "pretrain", "-c", "tiny", "-d")
+    assert plan.exit_code == 2, plan.output
+    assert f"{bins[-1]} is missing" in plan.output
+    assert "nemotron nano3 data prep pretrain -c tiny" in plan.output  # the repair
+    redo = cli(*prep, "-d")
+    assert "damaged" in redo.stdout and "RUN" in redo.stdout, redo.stdout
+    rerun = cli(*prep)
+    assert rerun.exit_code == 0 and "rebuilding" in rerun.output, rerun.output
+    assert cli("artifacts", "verify", name).exit_code == 0
+    assert cli("nano3", "pretrain", "-c", "tiny", "-d").exit_code == 0

@@ -1,4 +1,4 @@
-"""`nemotron artifacts`: list, show, trace, import, alias and sync lineage records.
+"""`nemotron artifacts`: list, show, trace, verify, import, alias and sync lineage records.
 
 Thin: each command opens the store, calls one library function, prints. nemotron.lineage,
 wandb and yaml are imported inside the commands, so `nemotron --help` stays fast.
@@ -306,6 +306,33 @@ def import_(
     console = _console()
     console.print(f"registered [bold]{artifact.ref}[/] ([magenta]{artifact.kind}[/]) ", end="")
     console.print(artifact.path, markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+@app.command(epilog=_examples(
+    "nemotron artifacts verify nano3-pretrain-data-tiny",
+    "nemotron artifacts verify nano3-sft-data-tiny:v0",
+))
+def verify(ref: RefArgument, db: DbOption = None) -> None:
+    """Check every file an artifact's manifest lists: present, recorded size and sha256."""
+    from nemotron.errors import UserError
+    from nemotron.lineage.integrity import damage, listed_files, repair_hint
+
+    with _open(db) as store:
+        artifact = store.resolve(ref)
+    files = listed_files(Path(artifact.path)) if artifact.path else None
+    if files is None:
+        typer.echo(f"{artifact.ref}: no manifest lists its files; nothing to verify")
+        return
+    problems = damage(artifact.path, hashes=True)
+    if problems:
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise UserError(f"{artifact.ref} is damaged: {len(problems)} of {len(files)} files "
+                        "differ from its manifest", hint=repair_hint(artifact.name))
+    typer.echo(f"{artifact.ref}: {len(files)} files, sizes and sha256 as recorded")
 
 
 # ---------------------------------------------------------------------------- alias

@@ -26,6 +26,7 @@ from nemotron.config.stage import Recipe, decode_stage, load_recipe, source_labe
 from nemotron.errors import UserError
 from nemotron.lineage import locations
 from nemotron.lineage.hashing import output_identity
+from nemotron.lineage.integrity import check_inputs, damage, summary
 from nemotron.lineage.naming import NAME_RE
 from nemotron.profiles import EnvFile, Profile, redact
 from nemotron.recipes import Family, Stage, project_root
@@ -358,6 +359,7 @@ class _Planner:
             for slot in self.stage.inputs
         }
         inputs = {k: v for k, v in inputs.items() if not v.optional}
+        check_inputs((i.slot, i.ref, i.path, i.name) for i in inputs.values() if not i.planned)
         missing = [i for i in inputs.values() if i.path is None]
         if missing and require:
             first = missing[0]
@@ -409,11 +411,14 @@ class _Planner:
         if self.store is not None and not plan.force:
             for out in plan.outputs.values():
                 existing = self.store.find(out.name, identity=out.identity)
-                if existing is not None:
+                if existing is not None and damage(existing.path):
+                    plan.reason = (f"{out.name}:{existing.version} exists but is damaged "
+                                   f"({summary(damage(existing.path))}): rebuilding it")
+                elif existing is not None:
                     plan.decision = "skip"
                     plan.reason = (f"{out.name}:{existing.version} already exists for this "
                                    "config and these inputs (use --force to redo)")
-        if plan.decision == "run":
+        if plan.decision == "run" and not plan.reason:
             plan.reason = "forced" if plan.force else "no output with this identity yet"
 
 

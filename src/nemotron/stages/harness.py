@@ -4,7 +4,8 @@
 ``run(job, work_dir, final_dir) -> dict`` function. For each output the harness
 
 1. holds the output's writer lock (``nemotron.lineage.writer``; a second writer exits 2),
-2. skips the stage when a complete artifact with the planned identity already exists, else
+2. skips the stage when a complete artifact with the planned identity already exists (and its
+   files have their recorded sizes: a damaged one is rebuilt), else
    opens a ``running`` lineage record (never resolvable),
 3. lets the backend work in ``<path>.partial/`` (stable across retries: receipts and checkpoints
    there make a rerun resume),
@@ -111,8 +112,14 @@ def execute(job: Job, run: RunFn) -> int:
 
 def _produce(store, job: Job, out, run: RunFn) -> int:
     """Skip, or run and commit, while holding the output's writer lock."""
+    from nemotron.lineage.integrity import damage, summary
+
     existing = store.find(out.name, identity=out.identity)
-    if existing is not None and not job.job.force:
+    damaged = damage(existing.path) if existing is not None else []
+    if damaged:
+        print(f"[nemotron] {out.name}:{existing.version} is damaged ({summary(damaged)}); "
+              "rebuilding it", flush=True)
+    elif existing is not None and not job.job.force:
         print(f"[nemotron] {out.name}:{existing.version} already exists for this config and these "
               f"inputs (identity {out.identity[:12]}); nothing to do", flush=True)
         return 0
