@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from nemotron.lineage import Store
-from tests.cli_fixtures import cli, home  # noqa: F401
 
 SECRET = "planted-f4u1t-secret"
 ENV = f"""
