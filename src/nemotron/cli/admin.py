@@ -18,9 +18,9 @@ _CTX = {"allow_extra_args": True}
 
 
 def _console():
-    from rich.console import Console
+    from nemotron.cli.console import make_console
 
-    return Console(highlight=False)
+    return make_console()
 
 
 @profiles_app.command("list")

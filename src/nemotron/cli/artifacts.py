@@ -62,9 +62,9 @@ def _open(db: Path | None) -> Store:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from nemotron.cli.console import make_console
 
-    return Console()
+    return make_console()
 
 
 def _version(artifact: Artifact) -> str:

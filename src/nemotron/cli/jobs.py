@@ -86,9 +86,9 @@ def jobs_list(
       nemotron jobs list
       nemotron jobs list --pipe nano3-pipe-tiny-20261121-101500-ab12
     """
-    from rich.console import Console
     from rich.table import Table
 
+    from nemotron.cli.console import make_console
     from nemotron.launch.records import list_records
 
     records = [r for r in list_records(_home(env_file)) if not pipe or r.pipe == pipe][:limit]
@@ -100,7 +100,7 @@ def jobs_list(
         color = _COLORS.get(r.state, "white")
         table.add_row(r.id, r.stage, r.config, r.profile, f"[{color}]{r.state}[/]",
                       r.scheduler_id or "-", r.created)
-    Console(highlight=False).print(table if records else "no jobs yet")
+    make_console().print(table if records else "no jobs yet")
 
 
 @jobs_app.command("status")
@@ -113,11 +113,10 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
       nemotron jobs status nano3-pretrain-tiny-20261121-101500-ab12
       nemotron jobs status 4242          # a Slurm job id
     """
-    from rich.console import Console
-
+    from nemotron.cli.console import make_console
     from nemotron.launch.records import list_records
 
-    console = Console(highlight=False)
+    console = make_console()
     home = _home(env_file)
     pipe_members = [r for r in list_records(home) if r.pipe == ident]
     records = _chain_order(pipe_members) if pipe_members else [_get(ident, env_file)]
@@ -131,7 +130,7 @@ def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
         if r.scheduler_id:
             console.print(f"  slurm job {r.scheduler_id}")
         if r.reason:
-            console.print(f"  reason: {r.reason}")
+            console.print(f"  reason: {r.reason}", markup=False)
         for slot, out in r.outputs.items():
             console.print(f"  output {slot}: {out.get('name')} -> {out.get('path')}")
         if r.log:
@@ -206,11 +205,10 @@ def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
       nemotron jobs cancel nano3-pretrain-tiny-20261121-101500-ab12
       nemotron jobs cancel nano3-pipe-tiny-20261121-101500-ab12   # a whole pipe
     """
-    from rich.console import Console
-
+    from nemotron.cli.console import make_console
     from nemotron.launch.records import TERMINAL, list_records
 
-    console = Console(highlight=False)
+    console = make_console()
     home = _home(env_file)
     members = [r for r in list_records(home) if r.pipe == ident]
     targets = _chain_order(members) if members else [_get(ident, env_file)]

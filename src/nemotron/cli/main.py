@@ -88,10 +88,11 @@ def run(argv: list[str], standalone: bool = True):
 
 
 def _print_user_error(exc: UserError) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error:[/] {escape(exc.message)}")
+    from nemotron.cli.console import make_console
+
+    console = make_console(stderr=True, soft_wrap=True)  # the message echoes user text as is
+    console.print(Text.assemble(("error:", "bold red"), " ", exc.message))
     if exc.hint:
-        console.print(f"  [dim]hint:[/] {escape(exc.hint)}")
+        console.print(Text.assemble("  ", ("hint:", "dim"), " ", exc.hint))

@@ -33,8 +33,7 @@ def report(
 
       nemotron report nano3-sft-model-tiny:v2 --out /tmp/sft-report
     """
-    from rich.console import Console
-
+    from nemotron.cli.console import make_console
     from nemotron.launch.plan import nemotron_home, store_paths
     from nemotron.lineage import Store
     from nemotron.profiles import load_env
@@ -43,7 +42,7 @@ def report(
     env = load_env()
     home = nemotron_home(env.profile("local"))
     _, db = store_paths(env, home)
-    console = Console(highlight=False)
+    console = make_console()
     with Store.open(db) as store:
         written = report_for(target, store=store, home=home, out=out)
     print_report(written, console)

@@ -9,9 +9,9 @@ from nemotron.recipes import Family, Stage
 
 
 def _console():
-    from rich.console import Console
+    from nemotron.cli.console import make_console
 
-    return Console(highlight=False, soft_wrap=False)
+    return make_console(soft_wrap=False)
 
 
 def run_stage(family: Family, stage: Stage, opts: GlobalOptions, *, force: bool,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+
+from nemotron.strictness import NoBoolNumbers
 
 from nemotron.config.shaping import runtime
 
@@ -36,7 +38,7 @@ CHAT_SPECIAL_TOKENS = (
 )
 
 
-class _Frozen(BaseModel):
+class _Frozen(NoBoolNumbers):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

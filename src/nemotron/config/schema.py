@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nemotron.config.shaping import reference, runtime
 from nemotron.errors import UserError
+from nemotron.strictness import NoBoolNumbers
 
 
-class Strict(BaseModel):
+class Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 

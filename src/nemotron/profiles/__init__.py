@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nemotron.errors import UserError
+from nemotron.strictness import NoBoolNumbers
 
 # A name is a secret when any of its words (split at `_`, `-` and `.`, any case) is one of
 # SECRET_WORDS (MY_PASSWORD_X, api_key_lower, HF_TOKEN, db-passwd), or it is a known secret
@@ -47,7 +48,7 @@ def is_secret_name(name: str) -> bool:
 REDACTED = "********"
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -81,8 +81,16 @@ def fingerprint(cfg, entry: str) -> str | None:
     return task_fingerprint(cfg)
 
 
+# the config sections each entry cannot run without: checked when planning, so a config
+# that deleted one (`~model`) fails before a job is created
+NEEDS = {"pretrain": ("model", "train", "optimizer"), "sft": ("train", "optimizer")}
+
+
 def describe(cfg, entry: str, stage: str) -> list[str]:
     """What the node will run, for a dry-run (pure: no torch, no file access)."""
+    from nemotron.backends.local.pretraining import require
+
+    require(cfg, *NEEDS.get(entry, ()))
     arch = cfg.model
     model = ""
     if arch is not None:

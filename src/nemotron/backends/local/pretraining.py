@@ -42,7 +42,7 @@ def _eod_id(data_dir: Path, ids: dict[str, int | None]) -> int:
 
 
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    from nemotron.backends.local import modeling
+    from nemotron.backends.local import NEEDS, modeling
     from nemotron.backends.local.balancing import make_balancer
     from nemotron.backends.local.distributed import from_env
     from nemotron.backends.local.inputs import input_metadata, input_path, tokenizer_dir_of
@@ -50,7 +50,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from nemotron.backends.local.mtp import build_mtp, mtp_state
     from nemotron.backends.local.pretrain_data import build_splits, micro_batches
 
-    require(cfg, "model", "train", "optimizer")
+    require(cfg, *NEEDS["pretrain"])
     arch, train = cfg.model, cfg.train
     if train.global_batch_size % train.micro_batch_size:
         raise UserError(

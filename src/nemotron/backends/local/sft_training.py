@@ -56,7 +56,7 @@ def lora_targets(names: list[str], model) -> tuple[list[str], list[str], list[st
 
 
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    from nemotron.backends.local import modeling
+    from nemotron.backends.local import NEEDS, modeling
     from nemotron.backends.local.balancing import make_balancer
     from nemotron.backends.local.distributed import from_env
     from nemotron.backends.local.inputs import (
@@ -75,7 +75,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         to_micro_batches,
     )
 
-    require(cfg, "train", "optimizer")
+    require(cfg, *NEEDS["sft"])
     train = cfg.train
     dp = from_env()
     dp.check_batch(train.global_batch_size, train.micro_batch_size, what="packed rows")
