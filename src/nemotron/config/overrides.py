@@ -17,7 +17,8 @@ from typing import Any
 from nemotron.errors import UserError
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")  # 1e-3, which YAML 1.1 leaves a str
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+_KEY = re.compile(r"^[^\W\d][\w\-]*(\.[\w\-]+)*$")  # any letters: the schema names unknown keys
+_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,6 @@ def looks_like_override(arg: str) -> bool:
 
 def parse_override(arg: str) -> Override:
     """Parse one ``key=value`` or ``~key`` argument."""
-    import yaml
-
     if arg.startswith("~"):
         key = arg[1:]
         if not _KEY.match(key):
@@ -56,13 +55,47 @@ def parse_override(arg: str) -> Override:
     if raw == "":
         value: Any = ""
     else:
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw  # not YAML: keep the literal text
+        value = _parse_value(key, raw)
         if isinstance(value, str) and _FLOAT.match(value):
             value = float(value)
+        _check_range(key, raw, value)
     return Override(tuple(key.split(".")), value)
+
+
+def _shown(raw: str) -> str:
+    return raw if len(raw) <= 40 else f"{raw[:20]}...{raw[-10:]} ({len(raw)} characters)"
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise UserError(f"invalid override {key}={_shown(raw)}: the value is not YAML ({problem})",
+                        hint=f"quote text: {key}='\"...\"'; lists are [a, b], maps {{k: v}}"
+                        ) from None
+    except ValueError:  # an integer beyond Python's digit limit (thousands of digits)
+        raise UserError(f"invalid override {key}={_shown(raw)}: the number is out of range",
+                        hint="numbers must fit in 64 bits") from None
+
+
+def _check_range(key: str, raw: str, value: Any) -> None:
+    """Integers must fit in 64 bits; a float may not overflow to infinity (``1e999``)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_range(key, raw, item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_range(key, raw, item)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT64:
+        raise UserError(f"invalid override {key}={_shown(raw)}: the number is out of range",
+                        hint="numbers must fit in 64 bits")
+    elif isinstance(value, float) and value in (float("inf"), float("-inf")) \
+            and "inf" not in raw.lower():
+        raise UserError(f"invalid override {key}={_shown(raw)}: the number is out of range",
+                        hint="floats must be finite (at most about 1.8e308)")
 
 
 def apply_overrides(config: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:

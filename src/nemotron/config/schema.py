@@ -389,10 +389,24 @@ def explain(
         return f"{source}: unknown key '{dotted}'{more}", hint
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
-        return f"{source}: '{dotted}' is required{more}", f"set it, e.g. {dotted}=..."
+        return f"{source}: '{dotted}' is required{more}", f"set it, e.g. {_leaf(model, loc)}=..."
     where = f"'{dotted}': " if dotted else ""
     value = f" (got {err['input']!r})" if loc and not isinstance(err.get("input"), dict) else ""
+    if err["type"] == "string_type" and isinstance(err.get("input"), dict):  # `a=x:y:` is a map
+        return (f"{source}: {where}{msg} (got the mapping {err['input']!r}){more}",
+                f"YAML reads 'k: v' and a trailing ':' as a mapping; quote it: {dotted}='\"...\"'")
     return f"{source}: {where}{msg}{value}{more}", None
+
+
+def _leaf(model: type[BaseModel], loc: list[str]) -> str:
+    """A settable key for a missing field: a section's first required key (``tokenizer.path``)."""
+    section = _model_at(model, loc)
+    if section is None:
+        return ".".join(loc)
+    fields = section.model_fields
+    first = "path" if "path" in fields else next(
+        (name for name, f in fields.items() if f.is_required()), None)
+    return ".".join([*loc, first] if first else loc)
 
 
 def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:

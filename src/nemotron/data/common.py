@@ -201,12 +201,14 @@ def merge_bad(receipts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def no_tokens_error(dataset: str, bad: dict[str, Any], what: str = "tokens") -> UserError:
+def no_tokens_error(dataset: str, bad: dict[str, Any], what: str = "tokens",
+                    key: str = "its 'field' (the record key holding the data)") -> UserError:
+    """``key``: the setting that names the record key the rows lacked."""
     example = f"; e.g. {bad['examples'][0]}" if bad.get("examples") else ""
     return UserError(
         f"dataset {dataset!r} yields no {what} ({bad.get('bad', 0)} bad rows, "
         f"{bad.get('empty', 0)} empty){example}",
-        hint="check its path and 'field' (the record key holding the data), or remove it",
+        hint=f"check its path and {key}, or remove it",
     )
 
 

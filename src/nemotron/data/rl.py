@@ -269,7 +269,9 @@ def _finalize(state: RunState) -> RlPrepResult:
         rows = {s: sum(r["rows"][s] for r in mine) for s in SPLIT_NAMES}
         bad = common.merge_bad(mine)
         if sum(rows.values()) == 0:
-            raise common.no_tokens_error(name, bad, "rows")
+            raise common.no_tokens_error(
+                name, bad, "rows", key=f"data.prompt_field (now {cfg.prompt_field!r}: the record "
+                "key holding the prompt)")
         source = next((s for s in cfg.sources if s.name == name), None)
         datasets[name] = {
             "rows": rows,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -497,7 +498,7 @@ def _path_input(slot, asked: str, path: Path, store) -> ResolvedInput:
 
 
 def _produce_hint(family: Family, ref: str, slot: str) -> str:
-    name = ref.split(":")[0]
+    name = re.split("[:@]", ref)[0]
     for stage in family.stages.values():
         for out in stage.outputs:
             base = f"{family.name}-{out.name or out.kind}"

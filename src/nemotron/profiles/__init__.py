@@ -210,8 +210,14 @@ def _section(model, raw, where):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()  # an unknown key first: a typo also makes its key look missing
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, sorted(model.model_fields), n=1)
+            raise UserError(f"{where}: unknown key '{key}'",
+                            hint=f"did you mean '{close[0]}'?" if close else
+                            f"valid keys: {', '.join(sorted(model.model_fields))}") from None
         raise UserError(f"{where}: {key}: {err['msg']}") from None
 
 
