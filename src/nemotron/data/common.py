@@ -21,7 +21,7 @@ from typing import Any
 from nemotron.data import engine
 from nemotron.data.engine import SPLIT_NAMES, STATE_DIR, Unit, canonical_hash
 from nemotron.data.fingerprint import FORMAT_VERSION
-from nemotron.data.progress import Progress
+from nemotron.data.progress import Progress, emit
 from nemotron.errors import UserError
 
 log = logging.getLogger("nemotron.data")
@@ -190,15 +190,58 @@ def sweep_tmp(work_dir: Path) -> int:
     return removed
 
 
+NOTED = ("repaired", "dropped", "changed")
+
+
 def merge_bad(receipts: list[dict[str, Any]]) -> dict[str, Any]:
-    merged = {"bad": 0, "repaired": 0, "empty": 0, "examples": []}
+    """One dataset's account of bad, empty, repaired, dropped and changed rows (``BadRows``)."""
+    merged: dict[str, Any] = {"bad": 0, "repaired": 0, "empty": 0, "examples": []}
+    for what in NOTED:
+        merged[f"{what}_reasons"], merged[f"{what}_examples"] = {}, []
     for receipt in receipts:
         bad = receipt.get("stats", {}).get("bad", {})
         for name in ("bad", "repaired", "empty"):
             merged[name] += bad.get(name, 0)
-        room = 20 - len(merged["examples"])
-        merged["examples"] += bad.get("examples", [])[:room]
+        for listed in ("examples", *(f"{what}_examples" for what in NOTED)):
+            room = 20 - len(merged[listed])
+            merged[listed] += bad.get(listed, [])[:room]
+        for what in NOTED:
+            counts = merged[f"{what}_reasons"]
+            for reason, n in bad.get(f"{what}_reasons", {}).items():
+                counts[reason] = counts.get(reason, 0) + n
     return merged
+
+
+def changes_lines(datasets: dict[str, dict[str, Any]]) -> list[str]:
+    """The console lines that say what a prep repaired, skipped or dropped, per dataset, with
+    the reasons and a first example (the manifest's ``bad_rows`` holds up to 20 of each)."""
+    lines = []
+    for name, info in datasets.items():
+        bad = info.get("bad_rows") or {}
+        parts = []
+        for what, noun in (("repaired", "rows repaired"), ("dropped", "samples dropped"),
+                           ("changed", "samples changed")):
+            reasons = bad.get(f"{what}_reasons") or {}
+            if reasons:
+                why = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+                example = (bad.get(f"{what}_examples") or [""])[0]
+                parts.append(f"{sum(reasons.values())} {noun} ({why})"
+                             + (f", e.g. {example}" if example else ""))
+        if bad.get("bad"):
+            example = (bad.get("examples") or [""])[0]
+            parts.append(f"{bad['bad']} bad rows skipped" + (f", e.g. {example}" if example else ""))
+        if bad.get("empty"):
+            parts.append(f"{bad['empty']} empty rows skipped")
+        lines += [f"  {name}: {part}" for part in parts]
+    return lines
+
+
+def print_changes(state: RunState) -> None:
+    """Print :func:`changes_lines` for the manifest just written (when progress is shown)."""
+    manifest = read_manifest(state.work_dir)
+    if state.show_progress and manifest:
+        for line in changes_lines(manifest.get("datasets") or {}):
+            emit(line)
 
 
 def no_tokens_error(dataset: str, bad: dict[str, Any], what: str = "tokens",

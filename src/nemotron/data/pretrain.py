@@ -173,7 +173,7 @@ class _Batcher:
 def encode_unit(unit: Any, shared: dict[str, Any], root: Path, report: Any) -> dict[str, Any]:
     """Tokenize one work unit into up to three shards (one per split that got documents)."""
     from nemotron.data.indexed import IndexedWriter
-    from nemotron.data.sources import BadRows, RowReader, repair_text
+    from nemotron.data.sources import UNENCODABLE, BadRows, RowReader, repair_text
 
     bad = BadRows(unit.dataset, shared["strict"])
     prefix_dir = root / DATA_DIR / unit.dataset
@@ -187,14 +187,14 @@ def encode_unit(unit: Any, shared: dict[str, Any], root: Path, report: Any) -> d
     reader = RowReader(unit, shared["fields"][unit.dataset], "str", bad)
     reported = 0
     try:
-        for text, _loc in reader.rows():
+        for text, loc in reader.rows():
             if not text or text.isspace():
                 bad.empty += 1
                 continue
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError:
-                bad.repaired += 1
+                bad.repair(UNENCODABLE, lambda loc=loc: reader.where(loc))
                 text = repair_text(text)
                 data = text.encode("utf-8")
             batcher.add(text, common.split_of(data, salt, thresholds), len(data))
@@ -463,3 +463,4 @@ def _summary(result: PretrainPrepResult, state: RunState) -> None:
         rows,
         state.show_progress,
     )
+    common.print_changes(state)

@@ -149,7 +149,13 @@ def _generated(unit: Unit, shared: dict[str, Any]) -> Any:
 
 def build_unit(unit: Unit, shared: dict[str, Any], root: Path, report: Any) -> dict[str, Any]:
     """Turn one unit's rows into NeMo-Gym rows, one part file per split."""
-    from nemotron.data.sources import BadRows, RowReader, needs_repair, repair_strings
+    from nemotron.data.sources import (
+        UNENCODABLE,
+        BadRows,
+        RowReader,
+        needs_repair,
+        repair_strings,
+    )
 
     bad = BadRows(unit.dataset, shared["strict"])
     salt = common.split_salt(shared["split_seed"])
@@ -170,7 +176,7 @@ def build_unit(unit: Unit, shared: dict[str, Any], root: Path, report: Any) -> d
             continue
         line = json.dumps(row, ensure_ascii=False)
         if needs_repair(line):
-            bad.repaired += 1
+            bad.repair(UNENCODABLE, lambda loc=loc: reader.where(loc) if reader else unit.uid)
             row = repair_strings(row)
             line = json.dumps(row, ensure_ascii=False)
         prompt = json.dumps(row["responses_create_params"]["input"], sort_keys=True)
@@ -327,6 +333,7 @@ def _finalize(state: RunState) -> RlPrepResult:
         [[s, files[s] or "-", fmt_count(rows[s])] for s in SPLIT_NAMES],
         state.show_progress,
     )
+    common.print_changes(state)
     return result
 
 

@@ -161,7 +161,13 @@ def encode_unit(unit: Any, shared: dict[str, Any], root: Path, report: Any) -> d
         sample_plan,
     )
     from nemotron.data.pretrain import _tokenizer
-    from nemotron.data.sources import BadRows, RowReader, needs_repair, repair_strings
+    from nemotron.data.sources import (
+        UNENCODABLE,
+        BadRows,
+        RowReader,
+        needs_repair,
+        repair_strings,
+    )
 
     tok = _tokenizer(shared["tokenizer_json"])
     encoder = ConversationEncoder(
@@ -183,7 +189,7 @@ def encode_unit(unit: Any, shared: dict[str, Any], root: Path, report: Any) -> d
             raw = {"messages": record[field], "tools": record.get("tools")}
             blob = json.dumps(raw, sort_keys=True, ensure_ascii=False)
             if needs_repair(blob):
-                bad.repaired += 1
+                bad.repair(UNENCODABLE, lambda loc=loc: reader.where(loc))
                 raw = repair_strings(raw)
                 blob = json.dumps(raw, sort_keys=True, ensure_ascii=False)
             try:
@@ -205,12 +211,17 @@ def encode_unit(unit: Any, shared: dict[str, Any], root: Path, report: Any) -> d
                     ) from exc
                 if not any(mask):
                     counts["no_loss"] += 1
+                    bad.drop("no assistant tokens to train on", lambda loc=loc: reader.where(loc))
                     continue
                 if len(ids) > pack_size:
                     if not truncate:
                         counts["dropped"] += 1
+                        bad.drop(f"longer than pack_size {pack_size}",
+                                 lambda loc=loc, n=len(ids): f"{reader.where(loc)} ({n} tokens)")
                         continue
                     counts["truncated"] += 1
+                    bad.change(f"truncated to pack_size {pack_size}",
+                               lambda loc=loc, n=len(ids): f"{reader.where(loc)} ({n} tokens)")
                     ids, mask = ids[:pack_size], mask[:pack_size]
                 ids_arr = np.asarray(ids, dtype=np.int32)
                 shifted = np.zeros(ids_arr.size, dtype=np.uint8)
@@ -612,3 +623,4 @@ def _summary(result: SftPrepResult, state: RunState) -> None:
         rows,
         state.show_progress,
     )
+    common.print_changes(state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from nemotron.config.prep import SourceSpec
 
 MAX_EXAMPLES = 20
+INVALID_UTF8 = "invalid UTF-8 replaced with U+FFFD"
+UNENCODABLE = "unencodable characters (lone surrogates) replaced with U+FFFD"
 
 
 def source_files(source: SourceSpec) -> list[tuple[Path, str]]:
@@ -122,7 +124,13 @@ def needs_repair(text: str) -> bool:
 
 
 class BadRows:
-    """Counts skipped rows with ``file:line`` examples; raises at once under ``strict``."""
+    """What a prep did to a dataset's rows, with ``file:line`` examples for each reason:
+
+    - bad rows, skipped (``add``; raises at once under ``strict``) and empty rows;
+    - rows kept after a repair (``repair``: invalid UTF-8 replaced with U+FFFD, ...);
+    - samples dropped or changed after tokenizing (``drop``: "longer than pack_size 512";
+      ``change``: "truncated to pack_size 512").
+    """
 
     def __init__(self, dataset: str, strict: bool):
         self.dataset = dataset
@@ -131,6 +139,8 @@ class BadRows:
         self.repaired = 0
         self.empty = 0
         self.examples: list[str] = []
+        self.reasons: dict[str, dict[str, int]] = {"repaired": {}, "dropped": {}, "changed": {}}
+        self.noted: dict[str, list[str]] = {"repaired": [], "dropped": [], "changed": []}
 
     def add(self, where: str, reason: str, rows: int = 1) -> None:
         if self.strict:
@@ -142,12 +152,30 @@ class BadRows:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"{where}: {reason}")
 
+    def _note(self, what: str, reason: str, where: Callable[[], str]) -> None:
+        counts = self.reasons[what]
+        counts[reason] = counts.get(reason, 0) + 1
+        if len(self.noted[what]) < MAX_EXAMPLES:
+            self.noted[what].append(f"{where()}: {reason}")
+
+    def repair(self, reason: str, where: Callable[[], str]) -> None:
+        self.repaired += 1
+        self._note("repaired", reason, where)
+
+    def drop(self, reason: str, where: Callable[[], str]) -> None:
+        self._note("dropped", reason, where)
+
+    def change(self, reason: str, where: Callable[[], str]) -> None:
+        self._note("changed", reason, where)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "bad": self.count,
             "repaired": self.repaired,
             "empty": self.empty,
             "examples": self.examples,
+            **{f"{what}_reasons": dict(counts) for what, counts in self.reasons.items()},
+            **{f"{what}_examples": list(noted) for what, noted in self.noted.items()},
         }
 
 
@@ -252,7 +280,8 @@ class RowReader:
                 try:
                     record = json.loads(line)
                 except UnicodeDecodeError:
-                    self.bad.repaired += 1
+                    here = (seg_index, row)
+                    self.bad.repair(INVALID_UTF8, lambda: self.where(here))
                     try:
                         record = json.loads(line.decode("utf-8", "replace"))
                     except ValueError as exc:
