@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from tests.cli_fixtures import cli, home  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _quiet_prep_logs() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from tests.cli_fixtures import cli, home  # noqa: F401
 
 
 def _manifest(home, name: str) -> dict:

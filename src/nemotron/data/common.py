@@ -229,7 +229,8 @@ def changes_lines(datasets: dict[str, dict[str, Any]]) -> list[str]:
                              + (f", e.g. {example}" if example else ""))
         if bad.get("bad"):
             example = (bad.get("examples") or [""])[0]
-            parts.append(f"{bad['bad']} bad rows skipped" + (f", e.g. {example}" if example else ""))
+            parts.append(f"{bad['bad']} bad rows skipped"
+                         + (f", e.g. {example}" if example else ""))
         if bad.get("empty"):
             parts.append(f"{bad['empty']} empty rows skipped")
         lines += [f"  {name}: {part}" for part in parts]

@@ -281,7 +281,7 @@ class RowReader:
                     record = json.loads(line)
                 except UnicodeDecodeError:
                     here = (seg_index, row)
-                    self.bad.repair(INVALID_UTF8, lambda: self.where(here))
+                    self.bad.repair(INVALID_UTF8, lambda here=here: self.where(here))
                     try:
                         record = json.loads(line.decode("utf-8", "replace"))
                     except ValueError as exc:
