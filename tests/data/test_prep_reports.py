@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 
-
 def _manifest(home, name: str) -> dict:
     (folder,) = [p for p in (home / "artifacts" / name).iterdir() if p.is_dir()]
     return json.loads((folder / "manifest.json").read_text())
