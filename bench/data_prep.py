@@ -15,6 +15,10 @@ Measures, each in a fresh process:
 (d) packing 1M SFT sequence lengths (first-fit-decreasing and first-fit-shuffle) against the
     lower bound ceil(total tokens / pack size).
 
+With ``--long-document-mb 50`` it measures instead one single-line document of that size
+through our pretrain prep (one worker): seconds and peak RSS against the 1 GB target (long
+documents are tokenized in bounded pieces; see ``nemotron.data.pretrain``).
+
 Prints the figures and the ratios (ours vs the limit, ours vs the baseline). Child processes get
 a private bytecode cache (PYTHONPYCACHEPREFIX) and a warm-up, so imports cost what they cost
 on a normal machine even where PYTHONDONTWRITEBYTECODE is set.
@@ -261,6 +265,29 @@ def warm_up(env: dict[str, str]) -> None:
         run_child(code, [], env)
 
 
+def long_document(root: Path, files: list[Path], tok_path: Path, megabytes: float,
+                  env: dict[str, str]) -> dict:
+    """One JSONL line of ``megabytes`` of corpus text, through our prep in a fresh process."""
+    texts = [json.loads(line)["text"] for p in files for line in p.open(encoding="utf-8")]
+    target, parts, size = int(megabytes * 1e6), [], 0
+    while size < target:
+        for text in texts:
+            parts.append(text)
+            size += len(text) + 1
+            if size >= target:
+                break
+    folder = root / "long"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "long.jsonl").write_text(json.dumps({"text": " ".join(parts)}) + "\n")
+    del parts, texts
+    cfg = {"sources": [{"name": "long", "path": str(folder / "long.jsonl")}],
+           "tokenizer": {"path": str(tok_path)}, "num_workers": 1,
+           "splits": {"train": 1.0, "valid": 0.0, "test": 0.0}}
+    ours, wall = run_child(OURS, [json.dumps(cfg), str(root / "long-out")], env)
+    return {"bytes": (folder / "long.jsonl").stat().st_size, "tokens": ours["tokens"],
+            "end_to_end_s": wall, "peak_rss_mb": ours["peak_rss_kb"] / 1024}
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -276,6 +303,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the best is kept")
     parser.add_argument("--quiet", type=float, default=1.0, help="wait for this load average")
     parser.add_argument("--quiet-wait", type=float, default=180, help="seconds to wait at most")
+    parser.add_argument("--long-document-mb", type=float,
+                        help="measure one single-line document of this size instead")
     args = parser.parse_args()
 
     ncores = cores()
@@ -296,6 +325,16 @@ def main() -> None:
             tok_path = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
         else:
             tok_path = train_tokenizer(files, root / "tokenizer", args.vocab) / "tokenizer.json"
+        if args.long_document_mb:
+            long = long_document(root, files, tok_path, args.long_document_mb, env)
+            print(f"  one {long['bytes'] / 1e6:.1f} MB single-line document: "
+                  f"{long['tokens']:,} tokens in {long['end_to_end_s']:.1f} s, peak RSS "
+                  f"{long['peak_rss_mb']:.0f} MB")
+            print(f"ratios:\n  peak RSS / 1 GB target             "
+                  f"{long['peak_rss_mb'] / 1024:.2f}  (target < 1)")
+            if args.json:
+                Path(args.json).write_text(json.dumps({"long_document": long}, indent=2) + "\n")
+            return
         file_args = [json.dumps([str(p) for p in files]), str(tok_path)]
         cfg = {
             "sources": [{"name": "bench", "path": str(root / "corpus")}],

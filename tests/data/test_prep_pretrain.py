@@ -313,3 +313,26 @@ def test_a_failed_task_stops_the_finalizer_instead_of_a_wait(tmp_path, monkeypat
     with pytest.raises(UserError, match="1 prep task\\(s\\) failed: rank 1: .*small.jsonl:2"):
         pretrain.prepare(cfg, tmp_path / "out", progress=False, rank=0, world_size=2)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_pieces_cut_before_whitespace_and_rejoin_exactly():
+    text = ("word " * 50 + "\n") * 40 + "x" * 700
+    parts = pretrain.pieces(text, limit=256)
+    assert "".join(parts) == text
+    assert all(len(p) <= 256 for p in parts)
+    assert all(p[0] in " \n" for p in parts[1:-3])  # cut just before whitespace
+    assert len(pretrain.pieces("x" * 1000, limit=300)) == 4  # no whitespace: cut anyway
+
+
+def test_a_long_document_is_tokenized_in_pieces_to_the_same_ids(tmp_path, monkeypatch):
+    long = " ".join(text_docs(400, seed=3, min_words=20, max_words=60))
+    src = write_jsonl(tmp_path / "src" / "long.jsonl", [{"text": long}])
+    monkeypatch.setattr(pretrain, "PIECE_CHARS", 4096)  # the one worker runs in this process
+    assert len(long) > 10 * pretrain.PIECE_CHARS
+    cfg = config(src.parent, splits={"train": 1.0, "valid": 0.0, "test": 0.0},
+                 sources=[{"name": "long", "path": str(src)}])
+    result = pretrain.prepare(cfg, tmp_path / "w", tmp_path / "out", progress=False)
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    (doc,) = read_split_docs(tmp_path / "w", manifest, "long", "train")
+    eod = manifest["tokenizer"]["eod_id"]
+    assert doc == reference_tokens([long], eod)[0] and result.documents == 1

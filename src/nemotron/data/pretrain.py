@@ -11,6 +11,14 @@ Output folder::
 Each work unit encodes its rows in batches with ``encode_batch`` and writes one shard per split
 straight from numpy; nothing per document travels between processes. A document's split comes
 from a hash of its bytes, so shard layout and worker count never change which split it is in.
+
+Memory per document is bounded: a document longer than ``PIECE_CHARS`` characters (1 Mi) is
+tokenized in pieces of at most that many characters, each cut just before a whitespace
+character (at a character boundary when a piece has none), and the pieces' ids are joined into
+one document. A tokenizer needs some hundred bytes per character while it works, so a 50 MB
+single-line document would take gigabytes in one call; in pieces it takes about as much as a
+1 MB one. With byte-level BPE (the GPT-2 rule attaches a space to the word after it) the ids
+are those of the whole document except where a cut splits a run of whitespace.
 """
 
 from __future__ import annotations
@@ -104,8 +112,26 @@ def _tokenizer(path: str) -> Any:
     return _TOKENIZERS[path]
 
 
+PIECE_CHARS = 1 << 20
+_WHITESPACE = (" ", "\n", "\t", "\r")
+
+
+def pieces(text: str, limit: int = PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters, each just before whitespace."""
+    out, start = [], 0
+    while len(text) - start > limit:
+        end = start + limit
+        cut = max(text.rfind(ws, start + 1, end) for ws in _WHITESPACE)
+        cut = cut if cut > start else end
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
 class _Batcher:
-    """Collects (text, split) pairs, encodes them in one call, appends to the split writers."""
+    """Collects (text, split) pairs, encodes them in one call, appends to the split writers.
+    A document above ``PIECE_CHARS`` is encoded on its own, piece by piece (see the module)."""
 
     def __init__(self, shared: dict[str, Any], writers: list[Any]):
         import numpy as np
@@ -124,22 +150,35 @@ class _Batcher:
         self.empty = 0
 
     def add(self, text: str, split: int, nbytes: int) -> None:
+        if len(text) > PIECE_CHARS:
+            text = self._encode_in_pieces(text)
         self.texts.append(text)
         self.splits.append(split)
         self.nbytes += nbytes
+
+    def _encode_in_pieces(self, text: str) -> Any:
+        """The ids of a long document (a numpy array), encoding one bounded piece at a time."""
+        np = self.np
+        parts = [np.asarray(self.tok.encode(piece, add_special_tokens=False).ids,
+                            dtype=self.dtype) for piece in pieces(text)]
+        return np.concatenate(parts)
 
     def flush(self) -> tuple[int, int]:
         """Encode and write the batch; returns (documents, tokens) written."""
         if not self.texts:
             return 0, 0
         np = self.np
-        encodings = self.tok.encode_batch(self.texts, add_special_tokens=False)
-        ids = [e.ids for e in encodings]
+        plain = [t for t in self.texts if isinstance(t, str)]
+        encoded = iter(self.tok.encode_batch(plain, add_special_tokens=False) if plain else ())
+        ids = [next(encoded).ids if isinstance(t, str) else t for t in self.texts]
         n = len(ids)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
-        flat = np.fromiter(
-            itertools.chain.from_iterable(ids), dtype=self.dtype, count=int(lengths.sum())
-        )
+        if all(isinstance(x, list) for x in ids):
+            flat = np.fromiter(
+                itertools.chain.from_iterable(ids), dtype=self.dtype, count=int(lengths.sum())
+            )
+        else:  # a long document came encoded in pieces, as an array
+            flat = np.concatenate([np.asarray(x, dtype=self.dtype) for x in ids])
         keep = lengths > 0
         self.empty += int(n - keep.sum())
         labels = np.asarray(self.splits, dtype=np.int8)
