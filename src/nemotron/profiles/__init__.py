@@ -227,6 +227,9 @@ def _build(name: str, tables: dict[str, dict], where: str, chain: tuple[str, ...
     table = dict(tables[name])
     parent_name = table.pop("extends", None)
     merged: dict[str, Any] = {}
+    if parent_name is not None and not isinstance(parent_name, str):
+        raise UserError(f"{where}: profile [{name}] extends must be a profile name, "
+                        f"got {parent_name!r}", hint='e.g. extends = "base"')
     if parent_name:
         if parent_name not in tables and parent_name != "local":
             raise UserError(
@@ -238,7 +241,11 @@ def _build(name: str, tables: dict[str, dict], where: str, chain: tuple[str, ...
             if parent_name in tables else Profile(name="local")
         )
         merged = parent.model_dump(exclude={"name"}, exclude_unset=False)
-        merged["env_vars"] = {**parent.env_vars, **table.pop("env_vars", {})}
+        own = table.pop("env_vars", {})
+        if not isinstance(own, dict):
+            raise UserError(f"{where}: profile [{name}] env_vars must be a table of strings",
+                            hint='e.g. env_vars = { NCCL_DEBUG = "WARN" }')
+        merged["env_vars"] = {**parent.env_vars, **own}
     merged.update(table)
     merged["name"] = name
     try:
