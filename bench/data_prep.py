@@ -273,12 +273,14 @@ def long_document(root: Path, files: list[Path], tok_path: Path, megabytes: floa
     while size < target:
         for text in texts:
             parts.append(text)
-            size += len(text) + 1
+            size += len(text.encode("utf-8")) + 1
             if size >= target:
                 break
     folder = root / "long"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "long.jsonl").write_text(json.dumps({"text": " ".join(parts)}) + "\n")
+    line = json.dumps({"text": " ".join(parts)}, ensure_ascii=False) + "\n"
+    (folder / "long.jsonl").write_text(line, encoding="utf-8")
+    del line
     del parts, texts
     cfg = {"sources": [{"name": "long", "path": str(folder / "long.jsonl")}],
            "tokenizer": {"path": str(tok_path)}, "num_workers": 1,
