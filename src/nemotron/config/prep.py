@@ -14,9 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 
-from nemotron.strictness import NoBoolNumbers
-
 from nemotron.config.shaping import runtime
+from nemotron.strictness import NoBoolNumbers
 
 PrepKind = Literal["pretrain", "sft", "rl"]
 SPLIT_NAMES = ("train", "valid", "test")
