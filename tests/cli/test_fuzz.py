@@ -130,6 +130,7 @@ def _no_nul(text: str) -> bool:
 
 @fuzz(CASES["overrides"])
 @given(overrides=st.lists(OVERRIDES.filter(_no_nul), min_size=1, max_size=3))
+@example(overrides=["train.train_iters=&a [*a]"])  # found by this test: an alias cycle
 def test_random_overrides_end_in_0_or_2(run, overrides):
     run(*PRETRAIN, *overrides)
 

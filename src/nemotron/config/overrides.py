@@ -81,14 +81,22 @@ def _parse_value(key: str, raw: str) -> Any:
                         hint="numbers must fit in 64 bits") from None
 
 
-def _check_range(key: str, raw: str, value: Any) -> None:
-    """Integers must fit in 64 bits; a float may not overflow to infinity (``1e999``)."""
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_range(key, raw, item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_range(key, raw, item)
+def _check_range(key: str, raw: str, value: Any, inside: tuple[int, ...] = (),
+                 done: set[int] | None = None) -> None:
+    """Integers must fit in 64 bits; a float may not overflow to infinity (``1e999``); a YAML
+    alias may not make a value contain itself (``&a [*a]``). Each container is checked once, so
+    aliases repeated many times (``[*a, *a, ...]`` nested) cost nothing more."""
+    done = set() if done is None else done
+    if isinstance(value, dict | list):
+        if id(value) in inside:
+            raise UserError(f"invalid override {key}={_shown(raw)}: a YAML alias makes the "
+                            "value contain itself", hint="write the value out without &/*")
+        if id(value) in done:
+            return
+        done.add(id(value))
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            _check_range(key, raw, item, (*inside, id(value)), done)
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT64:
         raise UserError(f"invalid override {key}={_shown(raw)}: the number is out of range",
                         hint="numbers must fit in 64 bits")
