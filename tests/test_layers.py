@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "nemotron"
 
 # top to bottom; a layer may import the layers after it
 LAYERS = ["cli", "report", "launch", "stages", "backends", "data", "lineage", "config",
-          "profiles", "recipes", "errors"]
+          "profiles", "recipes", "errors", "strictness"]  # strictness: pydantic base rules
 OUTSIDE = {"testing", "__main__", "__init__"}  # test infrastructure and the entry shims
 
 
