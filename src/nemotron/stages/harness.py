@@ -152,14 +152,17 @@ def _produce(store, job: Job, out, run: RunFn) -> int:
 
 
 def _already_done(job: Job, out) -> bool:
-    """Rank 0 skips the stage: a complete artifact with this identity exists (no --force)."""
+    """Rank 0 skips the stage: a complete, undamaged artifact with this identity exists (no
+    --force)."""
     from nemotron.lineage import Store
+    from nemotron.lineage.integrity import damage
 
     db = Path(job.lineage.db)
     if job.job.force or not db.is_file():
         return False
     with Store.open(db) as store:
-        return store.find(out.name, identity=out.identity) is not None
+        found = store.find(out.name, identity=out.identity)
+    return found is not None and not damage(found.path)
 
 
 def backend_stage(entry: str) -> RunFn:
