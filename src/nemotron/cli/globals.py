@@ -14,7 +14,7 @@ from nemotron.errors import UserError
 
 _VALUED = {"-c": "config", "--config": "config", "-r": "run", "--run": "run",
            "-b": "batch", "--batch": "batch", "--env-file": "env_file"}
-_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run"}
+_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--stage": "stage"}
 
 
 @dataclass
@@ -24,6 +24,7 @@ class GlobalOptions:
     batch: str | None = None
     env_file: str | None = None
     dry_run: bool = False
+    stage: bool = False  # --stage: put the job on the target, submit nothing
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -69,5 +70,11 @@ def extract(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
         raise UserError(
             "--run and --batch were both given",
             hint="--run PROFILE runs attached; --batch PROFILE submits and returns: pick one",
+        )
+    if opts.stage and opts.dry_run:
+        raise UserError(
+            "--stage and --dry-run were both given",
+            hint="--dry-run prints the plan and writes nothing; --stage writes the job folder "
+            "on the target and prints how to run it: pick one",
         )
     return opts, rest

@@ -12,8 +12,10 @@ from typing import Optional
 
 import typer
 
+from nemotron.cli.completion import job_ids
+
 jobs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                       help="Submitted jobs: list, status, logs, cancel.")
+                       help="Submitted jobs: list, status, logs, cancel, submit a staged one.")
 
 _COLORS = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "red", "RUNNING": "cyan",
            "PENDING": "yellow", "SKIPPED": "dim", "TIMEOUT": "red", "ORPHANED": "red"}
@@ -104,7 +106,8 @@ def jobs_list(
 
 
 @jobs_app.command("status")
-def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id, pipe id."),
+def jobs_status(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id, pipe id.",
+                                            autocompletion=job_ids),
                 env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
     """Show a job's state, exit code, reason and outputs; the log tail when it failed.
 
@@ -156,7 +159,8 @@ def _log_file(record) -> Path | None:
 
 @jobs_app.command("logs")
 def jobs_logs(
-    ident: str = typer.Argument(..., help="Job id (or prefix) or Slurm id."),
+    ident: str = typer.Argument(..., help="Job id (or prefix) or Slurm id.",
+                                autocompletion=job_ids),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the job ends."),
     env_file: Optional[str] = EnvOpt,  # noqa: UP045
 ) -> None:
@@ -196,7 +200,8 @@ def jobs_logs(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id or pipe id."),
+def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm id or pipe id.",
+                                            autocompletion=job_ids),
                 env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
     """Cancel a job (and, on Slurm, the jobs that depend on it).
 
@@ -232,3 +237,20 @@ def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
                 if other.state == "CANCELLED" and other.reason == \
                         f"upstream {record.stage} CANCELLED":
                     console.print(f"{other.id}: cancelled (it waited for {record.stage})")
+
+
+@jobs_app.command("submit")
+def jobs_submit(ident: str = typer.Argument(..., help="Id (or prefix) of a job staged with --stage.",
+                                            autocompletion=job_ids),
+                env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
+    """Submit a job staged with --stage, as it was staged (same job folder, same sbatch script),
+    detached; follow it with `nemotron jobs status`.
+
+    \b
+    Examples:
+      nemotron nano3 sft -c tiny --stage --run my-cluster
+      nemotron jobs submit nano3-sft-tiny-20261121-101500-ab12
+    """
+    from nemotron.launch.staging import submit_staged
+
+    submit_staged(_get(ident, env_file), say=typer.echo)

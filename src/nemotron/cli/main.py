@@ -6,18 +6,20 @@ on the command line; ``nemotron --help`` lists them from a table.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from nemotron.cli import globals as cli_globals
+from nemotron.cli.completion import COMPLETE_VAR, typed_words
 from nemotron.errors import UserError
 
 # name -> (module, help): mounted lazily
 _LAZY_APPS = {
     "artifacts": ("nemotron.cli.artifacts",
                   "Artifacts and lineage: list, show, lineage, import, sync."),
-    "jobs": ("nemotron.cli.jobs", "Submitted jobs: list, status, logs, cancel."),
+    "jobs": ("nemotron.cli.jobs", "Submitted jobs: list, status, logs, cancel, submit."),
     "profiles": ("nemotron.cli.admin", "Execution profiles from env.toml: list, show."),
     "config": ("nemotron.cli.admin", "Stage configs: show the resolved config, validate."),
     "recipes": ("nemotron.cli.admin", "Families, stages and their configs."),
@@ -45,7 +47,7 @@ def build_app(argv: list[str]) -> typer.Typer:
         no_args_is_help=True,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
-        add_completion=False,
+        add_completion=True,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     wanted = argv[0] if argv else None
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str], standalone: bool = True):
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions: mount what was typed
+        cli_globals.GLOBALS = cli_globals.GlobalOptions()
+        app = build_app(typed_words())
+        return app(args=[], prog_name="nemotron", standalone_mode=standalone)
     family_like = bool(argv) and argv[0] not in _LAZY_APPS or (argv and argv[0] == "config")
     if family_like:
         opts, rest = cli_globals.extract(argv)

@@ -38,6 +38,8 @@ def run_stage(family: Family, stage: Stage, opts: GlobalOptions, *, force: bool,
         console.print(f"[yellow]skip[/] {family.name} {stage.name} -c {plan.config_name}: "
                       f"{plan.reason}")
         return 0
+    if opts.stage:
+        return _stage(console, plan)
     console.print(f"[bold]{family.name} {stage.name}[/] -c {plan.config_name} on profile "
                   f"[cyan]{plan.profile.name}[/] ({plan.profile.executor}) - job {plan.job_id}")
     code = execute(plan, attached=opts.attached, say=console.print)
@@ -47,10 +49,28 @@ def run_stage(family: Family, stage: Stage, opts: GlobalOptions, *, force: bool,
     return code
 
 
+def _stage(console, plan) -> int:
+    from rich.markup import escape
+
+    from nemotron.launch.staging import stage_plan, staged_lines
+
+    console.print(f"[bold]{plan.family.name} {plan.stage.name}[/] -c {plan.config_name} on "
+                  f"profile [cyan]{plan.profile.name}[/] ({plan.profile.executor})")
+    for line in staged_lines(stage_plan(plan)):
+        console.print(escape(line), soft_wrap=True)
+    return 0
+
+
 def run_pipe(family: Family, opts: GlobalOptions, *, from_stage: str | None,
              to_stage: str | None, force: bool) -> int:
     from nemotron.launch.pipe import plan_pipe, run_pipe_plans
     from nemotron.profiles import load_env
+
+    if opts.stage:
+        from nemotron.errors import UserError
+
+        raise UserError("--stage stages one stage, not a pipe",
+                        hint=f"stage each: nemotron {family.name} <stage> --stage --run PROFILE")
 
     env = load_env(opts.env_file)
     plans = plan_pipe(

@@ -26,7 +26,12 @@ class Strict(NoBoolNumbers):
 # --------------------------------------------------------------------------------------------
 # run: where and on what
 class Resources(Strict):
-    """Per-run resource overrides (``run.env.nodes=4``); unset keys come from the profile."""
+    """Per-run resource overrides (``run.env.nodes=4``); unset keys come from the profile.
+
+    Each key replaces the profile key of the same name and is checked by the profile's own
+    rules when the plan applies it. ``nproc_per_node`` (the recipe docs' name for GPUs per node)
+    is an alias of ``gpus_per_node``. None of these is part of an output's identity.
+    """
 
     nodes: int | None = Field(None, ge=1)
     ntasks_per_node: int | None = Field(None, ge=1)
@@ -37,7 +42,25 @@ class Resources(Strict):
     partition: str | None = None
     account: str | None = None
     container_image: str | None = None
+    mounts: list[str] | None = Field(None, description="container mounts SRC:DST[:FLAGS]")
     retries: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nproc_alias(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "nproc_per_node" not in data:
+            return data
+        data = dict(data)
+        nproc = data.pop("nproc_per_node")
+        gpus = data.get("gpus_per_node")
+        if gpus is not None and nproc is not None and gpus != nproc:
+            raise ValueError(
+                f"nproc_per_node ({nproc}) and gpus_per_node ({gpus}) disagree; they are the "
+                "same setting (GPUs per node): give one"
+            )
+        if nproc is not None:
+            data["gpus_per_node"] = nproc
+        return data
 
 
 class RunSection(Strict):

@@ -239,9 +239,26 @@ def effective_profile(profile: Profile, stage: Stage, cfg: StageConfig) -> Profi
         values["container_image"] = stage.container
     if cfg.run.container and profile.executor != "local":
         values["container_image"] = cfg.run.container
-    for key, value in cfg.run.env.model_dump(exclude_none=True).items():
-        values[key] = value
-    return Profile.model_validate(values)
+    overridden = cfg.run.env.model_dump(exclude_none=True)
+    values.update(overridden)
+    return _checked_profile(values, overridden)
+
+
+def _checked_profile(values: dict[str, Any], overridden: dict[str, Any]) -> Profile:
+    """The profile with run.env applied, checked by the profile's own rules; an error names the
+    run.env key that broke them."""
+    from pydantic import ValidationError
+
+    try:
+        return Profile.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        named = [str(p) for p in err["loc"]] or msg.split()[:1]  # a model rule names its key
+        key = next((k for k in overridden if k in named or k.rstrip("s") in named), None)
+        where = f"run.env.{key}" if key else f"profile [{values.get('name')}]"
+        raise UserError(f"{where}: {msg}",
+                        hint="run.env.* keys follow the env.toml profile keys' rules") from None
 
 
 def estimate_cost(cfg: StageConfig, profile: Profile, family: Family) -> dict[str, Any]:

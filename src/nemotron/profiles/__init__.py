@@ -46,6 +46,9 @@ def is_secret_name(name: str) -> bool:
 
 
 REDACTED = "********"
+# sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or no limit
+SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}){0,2}"
+                        r"|UNLIMITED|INFINITE)$")
 
 
 class _Strict(NoBoolNumbers):
@@ -107,6 +110,11 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
+        if not SLURM_TIME.match(self.time):
+            raise ValueError(
+                f"time '{self.time}' is not a Slurm time limit; write MM, HH:MM:SS, D-HH, "
+                "D-HH:MM:SS (e.g. 04:00:00) or UNLIMITED"
+            )
         if self.executor == "slurm" and self.tunnel == "ssh" and not self.host:
             raise ValueError("tunnel = 'ssh' needs host (and usually user, identity)")
         if self.executor == "docker" and not self.container_image:
@@ -173,6 +181,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"invalid TOML in {path}: {exc}") from None
+
+
+def profile_names(path: Path) -> list[str]:
+    """The profile tables of an env.toml, unvalidated (for help screens and completion)."""
+    raw = _read_toml(path)
+    return [name for name, table in raw.items()
+            if isinstance(table, dict) and name not in ("wandb", "artifacts")]
 
 
 def load_env(explicit: str | None = None, cwd: Path | None = None) -> EnvFile:
