@@ -21,7 +21,7 @@ def test_help_lists_families_and_tools(cli):
 def test_family_command_tree(cli, family):
     top = cli(family, "--help").stdout
     for word in ("pretrain", "sft", "rl", "eval", "pipe", "data", "model"):
-        assert re.search(rf"^\s+{word}\b", top, re.M), word
+        assert re.search(rf"^│ +{word}\b", top, re.M), word
     assert all(w in cli(family, "data", "prep", "--help").stdout for w in ("pretrain", "sft", "rl"))
     model = cli(family, "model", "--help").stdout
     for word in ("import", "export", "merge-lora"):

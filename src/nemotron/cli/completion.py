@@ -73,9 +73,10 @@ def _env_keys() -> list[str]:
     return [*Resources.model_fields, "nproc_per_node"]
 
 
-def override_values(ctx, args: list[str], incomplete: str) -> list[str]:
+def override_values(ctx, incomplete: str) -> list[str]:
     """``run.`` -> the input slots and ``run.env.*`` keys; ``run.data=`` -> artifact names."""
     slot = None
+    args = typed_words()
     if args[-2:-1] and args[-1] == "=" and args[-2].startswith("run."):  # bash split at '='
         slot, prefix = args[-2][4:], ""
     elif "=" in incomplete and incomplete.startswith("run."):
@@ -119,11 +120,11 @@ def artifact_refs(ctx, slot: str) -> list[str]:
 
 
 def _lineage_db(ctx) -> Path | None:
-    from nemotron.launch.plan import artifact_paths, nemotron_home
+    from nemotron.launch.plan import nemotron_home, store_paths
     from nemotron.profiles import load_env
 
     env = load_env(ctx.params.get("env_file") if ctx is not None else None)
-    _, db = artifact_paths(env, nemotron_home(env.profile("local")))
+    _, db = store_paths(env, nemotron_home(env.profile("local")))
     return db
 
 

@@ -51,8 +51,8 @@ RUN_OVERRIDES = (
     ("container_image", "IMAGE", "Container image (pyxis/enroot or Docker)"),
     ("mounts", "[SRC:DST,...]", "Container mounts (replace the profile's)"),
 )
-VERSION_SYNTAX = ("NAME (its latest), NAME:v3, NAME:latest, NAME:<alias>, or a path "
-                  "(/data/blend, ./ckpt)")
+VERSION_SYNTAX = ("NAME (its latest), NAME:v3, NAME:latest, NAME:<alias>, NAME@<identity>, "
+                  "or a path (/data/blend, ./ckpt)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def _cluster_profile(env_file: str | None) -> str:
 
 
 def config_rows(stage: Stage) -> list:
-    rows: list = ["Built-in: " + ", ".join(stage.configs())]
+    rows: list = ["Built-in: " + (", ".join(stage.configs()) or "none")]
     for name in stage.configs():
         rows.append((f"  {name}", header_sentence(stage.config_dir / f"{name}.yaml")))
     rows.append("Custom: -c /path/to/your/config.yaml")
