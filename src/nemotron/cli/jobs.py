@@ -240,8 +240,8 @@ def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
 
 
 @jobs_app.command("submit")
-def jobs_submit(ident: str = typer.Argument(..., help="Id (or prefix) of a job staged with --stage.",
-                                            autocompletion=job_ids),
+def jobs_submit(ident: str = typer.Argument(..., help="Id (or prefix) of a job staged with "
+                                            "--stage.", autocompletion=job_ids),
                 env_file: Optional[str] = EnvOpt) -> None:  # noqa: UP045
     """Submit a job staged with --stage, as it was staged (same job folder, same sbatch script),
     detached; follow it with `nemotron jobs status`.

@@ -18,6 +18,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 from nemotron.errors import UserError
 from nemotron.launch.execute import new_record, preflight
 from nemotron.launch.jobdir import write_job_folder
