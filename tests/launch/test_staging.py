@@ -45,6 +45,8 @@ def test_stage_writes_the_job_and_runs_nothing_then_the_printed_command_runs_it(
     shown = cli("artifacts", "show", "nano3-pretrain-data-tiny").stdout
     assert re.search(rf"^  job +{record.id}$", shown, re.M)  # its lineage names the staged job
 
+    status = cli("jobs", "status", record.id).stdout
+    assert "STAGED" in status and "reason: run by hand: nano3-pretrain-data-tiny:v0" in status
     again = cli("jobs", "submit", record.id)  # its output exists now: nothing to redo
     assert again.exit_code == 2
     assert "nano3-pretrain-data-tiny:v0 already exists with this job's identity" in again.stderr

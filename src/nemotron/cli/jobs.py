@@ -35,6 +35,13 @@ def _refresh(record):
 
     if record.state in TERMINAL:
         return record
+    if record.state == "STAGED":
+        from nemotron.launch.staging import produced
+
+        done = produced(record)
+        if done and not (record.reason or "").startswith("run by hand"):
+            record.update(reason=f"run by hand: {done} is registered")
+        return record
     if record.executor == "slurm":
         try:
             from nemotron.launch.slurm import refresh_record

@@ -182,21 +182,32 @@ def submit_staged(record: JobRecord, say=print) -> JobRecord:
 def _refuse_if_done(record: JobRecord) -> None:
     """A staged job run by hand already registered its outputs: submitting it again would only
     redo the same outputs."""
+    done = produced(record)
+    if done:
+        raise UserError(f"{done} already exists with this job's identity (the staged job was "
+                        "run by hand?)", hint="stage it again with --force to redo it")
+
+
+def produced(record: JobRecord) -> str | None:
+    """``NAME:vN`` of the staged job's output when it is registered already (a staged job run
+    by hand updates no record; its output in the lineage store says it ran), else None."""
     from nemotron.stages.job import load_job
 
     job = load_job(Path(record.job_dir) / "job.yaml")
     db = Path(job.lineage.db)
     if job.job.force or not db.exists():
-        return
+        return None
     from nemotron.lineage import Store
 
     store = Store.open(db)
-    for out in job.outputs.values():
-        found = store.find(out.name, identity=out.identity)
-        if found is not None:
-            raise UserError(f"{out.name}:{found.version} already exists with this job's "
-                            f"identity (the staged job was run by hand?)",
-                            hint="stage it again with --force to redo it")
+    try:
+        for out in job.outputs.values():
+            found = store.find(out.name, identity=out.identity)
+            if found is not None:
+                return f"{out.name}:{found.version}"
+    finally:
+        store.close()
+    return None
 
 
 def _submit_slurm(record: JobRecord, staged: Staged, say) -> JobRecord:
