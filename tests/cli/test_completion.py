@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -93,3 +94,10 @@ def test_completion_imports_neither_torch_nor_nemo_run(tmp_path):
                           text=True, timeout=60, cwd=tmp_path)
     assert "HEAVY=" in done.stderr and done.stderr.rsplit("HEAVY=", 1)[1] == "", done.stderr
     assert done.stdout.split() == []  # nothing registered in this home
+
+
+def test_show_completion_prints_the_script_for_the_shell(cli):
+    res = cli("--show-completion")  # for the shell it runs under
+    assert res.exit_code == 0, res.output
+    assert re.search(r"_NEMOTRON_COMPLETE=complete_(bash|zsh|fish)", res.stdout)
+    assert "--install-completion" in cli("--help").stdout

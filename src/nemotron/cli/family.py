@@ -107,8 +107,6 @@ def _stage_command(family: Family, stage: Stage):
 
 
 def _pipe_command(family: Family):
-    from nemotron.cli.panels import pipe_summary
-
     chains = pipe_summary(family)
 
     def pipe(
@@ -132,6 +130,14 @@ def _pipe_command(family: Family):
     return pipe
 
 
+def pipe_summary(family: Family) -> str:
+    """What ``pipe`` composes, from the family's chains."""
+    chains = dict(family.pipe)
+    main = chains.pop("default", None) or chains.pop(next(iter(chains)))
+    others = "; ".join(f"-c {name}: {' → '.join(chain)}" for name, chain in chains.items())
+    return " → ".join(main) + (f" ({others})" if others else "")
+
+
 def _group(family: Family, words: tuple[str, ...]) -> typer.Typer:
     return typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        cls=_group_class(family, words),
@@ -139,8 +145,6 @@ def _group(family: Family, words: tuple[str, ...]) -> typer.Typer:
 
 
 def family_app(family: Family) -> typer.Typer:
-    from nemotron.cli.panels import pipe_summary
-
     app = _group(family, ())
     groups: dict[tuple[str, ...], typer.Typer] = {(): app}
     for stage in family.stages.values():

@@ -32,6 +32,9 @@ Examples:
   nemotron nano3 pretrain -c tiny --dry-run        # the plan; nothing is written
   nemotron nano3 sft --run my-cluster --peft lora  # attached, on a Slurm profile
   nemotron artifacts lineage nano3-sft-model-tiny  # where a model came from
+
+Shell completion (families, stages, -c configs, profiles, run.data=/run.model= artifacts,
+job ids): nemotron --install-completion, or --show-completion to see the script.
 """
 
 
@@ -47,7 +50,10 @@ def build_app(argv: list[str]) -> typer.Typer:
         no_args_is_help=True,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
-        add_completion=True,
+        # typer's --install-completion/--show-completion cost an import on every start: only
+        # when asked for (the epilog names them); completion itself works without them
+        add_completion=bool({"--install-completion", "--show-completion"} & set(argv))
+        or bool(os.environ.get(COMPLETE_VAR)),
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     wanted = argv[0] if argv else None

@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from nemotron.cli.family import pipe_summary
 from nemotron.recipes import Family, Stage
 
 # stage entry point -> the panel its command is listed in
@@ -237,14 +238,6 @@ def stage_help(family: Family, stage: Stage, options: list[tuple[str, str]],
             ("Examples", stage_examples(family, stage, cluster)),
         ],
     )
-
-
-def pipe_summary(family: Family) -> str:
-    """What ``pipe`` composes, from the family's chains."""
-    chains = dict(family.pipe)
-    main = chains.pop("default", None) or chains.pop(next(iter(chains)))
-    others = "; ".join(f"-c {name}: {' → '.join(chain)}" for name, chain in chains.items())
-    return " → ".join(main) + (f" ({others})" if others else "")
 
 
 def pipe_help(family: Family, options: list[tuple[str, str]], env_file: str | None) -> str:
