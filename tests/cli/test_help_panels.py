@@ -195,3 +195,12 @@ def test_a_new_family_folder_gets_the_panels(cli, tmp_path, monkeypatch):
     finally:
         _discover.cache_clear()
 
+
+
+def test_stage_help_still_shows_with_a_broken_env_toml(cli, env_toml):
+    path = env_toml("[x\nbad")
+    res = cli("nano3", "sft", "--env-file", str(path), "--help")
+    assert res.exit_code == 0, res.output
+    got = panels(res.stdout)
+    assert got["env.toml Profiles"].startswith(f"env.toml could not be read: invalid TOML in {path}")
+    assert "--stage --run my-cluster" in got["Examples"]

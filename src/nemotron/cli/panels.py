@@ -155,9 +155,9 @@ def _cluster_profile(env_file: str | None) -> str:
 
     try:
         path = find_env_file(env_file)
+        names = [n for n in (profile_names(path) if path else []) if n != "local"]
     except UserError:
-        return "my-cluster"
-    names = [n for n in (profile_names(path) if path else []) if n != "local"]
+        names = []
     return names[0] if names else "my-cluster"
 
 
