@@ -202,5 +202,6 @@ def test_stage_help_still_shows_with_a_broken_env_toml(cli, env_toml):
     res = cli("nano3", "sft", "--env-file", str(path), "--help")
     assert res.exit_code == 0, res.output
     got = panels(res.stdout)
-    assert got["env.toml Profiles"].startswith(f"env.toml could not be read: invalid TOML in {path}")
+    assert got["env.toml Profiles"].startswith(
+        f"env.toml could not be read: invalid TOML in {path}: ")
     assert "--stage --run my-cluster" in got["Examples"]

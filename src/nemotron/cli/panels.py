@@ -73,7 +73,7 @@ def box(title: str, rows: Iterable[tuple[str, str] | str], cols: int) -> list[st
     for row in rows:
         if isinstance(row, tuple):
             name, text = row
-            wrap = textwrap.wrap(text, inner - left_w - 2) or [""]
+            wrap = textwrap.wrap(text, inner - left_w - 2, break_on_hyphens=False) or [""]
             if len(name) > left_w:
                 lines = [name] + [" " * (left_w + 2) + w for w in wrap]
             else:
@@ -81,8 +81,8 @@ def box(title: str, rows: Iterable[tuple[str, str] | str], cols: int) -> list[st
                 lines += [" " * (left_w + 2) + w for w in wrap[1:]]
         else:
             lead = len(row) - len(row.lstrip())
-            lines = textwrap.wrap(row, inner, initial_indent="", subsequent_indent=" " * (lead + 2),
-                                  drop_whitespace=True) if row.strip() else [""]
+            lines = textwrap.wrap(row, inner, subsequent_indent=" " * (lead + 2),
+                                  break_on_hyphens=False) if row.strip() else [""]
             lines = [" " * lead + lines[0].lstrip(), *lines[1:]] if lines else [""]
         out.extend(f"│ {line:<{inner}} │" for line in lines)
     out.append("╰" + "─" * (cols - 2) + "╯")
