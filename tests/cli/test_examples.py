@@ -23,7 +23,8 @@ _READ_ONLY = {"artifacts", "jobs", "report", "profiles", "config", "recipes"}
 
 def _argv(line: str) -> list[str] | None:
     """The arguments after `nemotron` in an example line, or None for non-examples."""
-    line = re.split(r"\s[>|]\s", line.strip().removeprefix("$ "))[0]  # no redirections
+    line = line.strip().strip("│").strip()  # a row of a help panel
+    line = re.split(r"\s[>|]\s", line.removeprefix("$ "))[0]  # no redirections
     for prefix in ("uv run nemotron ", "nemotron "):
         if line.startswith(prefix):
             break

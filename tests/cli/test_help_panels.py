@@ -97,7 +97,7 @@ def test_stage_help_panels_name_configs_inputs_overrides(cli, family):
 
     assert got["env.toml Profiles"].startswith("No env.toml here or in a parent folder")
     assert "[my-cluster] executor = \"slurm\"" in got["env.toml Profiles"]
-    assert f"nemotron {family} sft -c tiny --stage --run my-cluster" in got["Examples"]
+    assert f"nemotron {family} sft --stage --run my-cluster" in got["Examples"]
 
 
 def test_stage_help_lists_the_profiles_found(cli, env_toml):
@@ -106,7 +106,8 @@ def test_stage_help_lists_the_profiles_found(cli, env_toml):
     got = panels(res.stdout)
     assert got["env.toml Profiles"] == (f"Available profiles: dev, gpu-a, local (from {path}) "
                                         "Usage: --run PROFILE or --batch PROFILE")
-    assert "nemotron nano3 pretrain --run gpu-a run.env.nodes=2" in got["Examples"]
+    assert ("nemotron nano3 pretrain --run gpu-a run.env.nproc_per_node=8 run.env.time=02:00:00"
+            in got["Examples"])
 
 
 def test_stage_help_dry_run_examples_run(cli):
@@ -188,7 +189,7 @@ def test_a_new_family_folder_gets_the_panels(cli, tmp_path, monkeypatch):
         assert "run.env.nproc_per_node=N GPUs per node (the same as run.env.gpus_per_node); " \
                "this stage on clusters: 4" in run
         assert "this stage on clusters: registry.example/box:1" in run
-        assert "nemotron mini9 pretrain -c default --stage --run my-cluster" in stage["Examples"]
+        assert "nemotron mini9 pretrain --stage --run my-cluster" in stage["Examples"]
         judge = panels(cli("mini9", "judge", "--help").stdout)
         assert "Configs (-c/--config)" in judge and judge["Configs (-c/--config)"].startswith(
             "Built-in: none Custom:")

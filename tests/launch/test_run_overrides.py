@@ -76,8 +76,23 @@ def test_profile_time_is_checked_the_same_way(cli, env_toml):
     assert "profile [c] time '4h' is not a Slurm time limit" in res.stderr
 
 
-def test_nproc_and_gpus_must_agree(cli):
-    res = cli("nano3", "pretrain", "--dry-run", "run.env.nproc_per_node=4",
-              "run.env.gpus_per_node=2")
+def test_nproc_per_node_on_the_command_line_wins_over_the_config(cli, env_toml):
+    path = env_toml(CLUSTER)
+    res = cli("super3", "model", "export", "--env-file", str(path), "--run", "c", "--dry-run",
+              "run.env.nproc_per_node=1")  # the config sets run.env.gpus_per_node: 8
+    assert res.exit_code == 0, res.output
+    assert "#SBATCH --gpus-per-node=1\n" in res.stdout
+    both = cli("nano3", "pretrain", "--dry-run", "run.env.gpus_per_node=2",
+               "run.env.nproc_per_node=4")
+    assert "gpus_per_node: 4" in both.stdout  # the same key: the last one wins
+
+
+def test_nproc_and_gpus_in_one_config_file_must_agree(cli, tmp_path):
+    from tests.cli_fixtures import REPO
+
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"defaults: [{REPO}/recipes/nano3/pretrain/tiny.yaml]\n"
+                      "run: {env: {nproc_per_node: 4, gpus_per_node: 2}}\n")
+    res = cli("nano3", "pretrain", "-c", str(config), "--dry-run")
     assert res.exit_code == 2
     assert "nproc_per_node (4) and gpus_per_node (2) disagree" in res.stderr

@@ -73,14 +73,15 @@ def test_jobs_submit_runs_a_staged_job_detached(cli, home):
     assert twice.exit_code == 2 and "is SUCCEEDED, not staged" in twice.stderr
 
 
-def test_stage_refusals(cli, env_toml):
+def test_stage_refusals(cli, env_toml, home):
     docker = env_toml('[d]\nexecutor = "docker"\ncontainer_image = "img:1"\n')
     res = cli("nano3", "data", "prep", "rl", "-c", "tiny", "--stage", "--run", "d",
               "--env-file", str(docker))
     assert res.exit_code == 2 and "--stage supports local and Slurm profiles" in res.stderr
     res = cli("nano3", "pipe", "-c", "tiny", "--stage")
     assert res.exit_code == 2 and "--stage stages one stage, not a pipe" in res.stderr
-    res = cli("nano3", "sft", "-c", "tiny", "--stage", "--dry-run")
-    assert res.exit_code == 2 and "--stage and --dry-run were both given" in res.stderr
+    res = cli("nano3", "data", "prep", "rl", "-c", "tiny", "--stage", "--dry-run")
+    assert res.exit_code == 0 and "plan:" in res.stdout  # a dry-run writes nothing, staged or not
+    assert not home.exists()
     res = cli("jobs", "submit", "no-such-job")
     assert res.exit_code == 2 and "no job 'no-such-job'" in res.stderr

@@ -39,7 +39,7 @@ def _target(ctx):
 
 
 def config_names(ctx, incomplete: str) -> list[tuple[str, str]]:
-    from nemotron.cli.panels import header_sentence
+    from nemotron.cli.describe import header_sentence
 
     family, stage = _target(ctx)
     if stage is None:
@@ -144,12 +144,12 @@ def job_ids(ctx, incomplete: str) -> list[tuple[str, str]]:
 
 
 def _home(ctx) -> Path:
-    from nemotron.cli.jobs import _home as jobs_home
     from nemotron.errors import UserError
     from nemotron.launch.plan import nemotron_home
-    from nemotron.profiles import Profile
+    from nemotron.profiles import Profile, load_env
 
     try:
-        return jobs_home(ctx.params.get("env_file") if ctx is not None else None)
+        env = load_env(ctx.params.get("env_file") if ctx is not None else None)
     except UserError:
         return nemotron_home(Profile())
+    return nemotron_home(env.profile("local"))

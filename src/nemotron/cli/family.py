@@ -10,6 +10,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from nemotron.cli import completion as complete
 from nemotron.cli import globals as cli_globals
+from nemotron.cli.describe import pipe_summary
 from nemotron.recipes import Family, Stage
 
 _CTX = {"allow_extra_args": True, "ignore_unknown_options": False,
@@ -128,14 +129,6 @@ def _pipe_command(family: Family):
     pipe.__doc__ = f"Compose {chains} into a single nemo-run Experiment."
     pipe.nemotron_target = (family, None)
     return pipe
-
-
-def pipe_summary(family: Family) -> str:
-    """What ``pipe`` composes, from the family's chains."""
-    chains = dict(family.pipe)
-    main = chains.pop("default", None) or chains.pop(next(iter(chains)))
-    others = "; ".join(f"-c {name}: {' → '.join(chain)}" for name, chain in chains.items())
-    return " → ".join(main) + (f" ({others})" if others else "")
 
 
 def _group(family: Family, words: tuple[str, ...]) -> typer.Typer:

@@ -24,7 +24,7 @@ class GlobalOptions:
     batch: str | None = None
     env_file: str | None = None
     dry_run: bool = False
-    stage: bool = False  # --stage: put the job on the target, submit nothing
+    stage: bool = False  # --stage: put the job on the target, submit nothing (--dry-run wins)
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -37,6 +37,20 @@ class GlobalOptions:
 
 
 GLOBALS = GlobalOptions()
+# the recipe docs' names -> ours; rewritten here so a command-line value wins over the config's
+OVERRIDE_ALIASES = {"run.env.nproc_per_node": "run.env.gpus_per_node"}
+
+
+def canonical_override(arg: str) -> str:
+    """``run.env.nproc_per_node=4`` -> ``run.env.gpus_per_node=4`` (also ``sft.run.env...``
+    in a pipe, and ``~`` deletions); other overrides unchanged."""
+    delete = arg.startswith("~")
+    key, eq, value = arg.removeprefix("~").partition("=")
+    for alias, name in OVERRIDE_ALIASES.items():
+        if key == alias or key.endswith("." + alias):
+            key = key[: len(key) - len(alias)] + name
+            return ("~" if delete else "") + key + eq + value
+    return arg
 
 
 def extract(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
@@ -62,7 +76,7 @@ def extract(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
         elif arg in _FLAGS:
             setattr(opts, _FLAGS[arg], True)
         elif looks_like_override(arg):
-            opts.overrides.append(arg)
+            opts.overrides.append(canonical_override(arg))
         else:
             rest.append(arg)
         i += 1
@@ -70,11 +84,5 @@ def extract(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
         raise UserError(
             "--run and --batch were both given",
             hint="--run PROFILE runs attached; --batch PROFILE submits and returns: pick one",
-        )
-    if opts.stage and opts.dry_run:
-        raise UserError(
-            "--stage and --dry-run were both given",
-            hint="--dry-run prints the plan and writes nothing; --stage writes the job folder "
-            "on the target and prints how to run it: pick one",
         )
     return opts, rest

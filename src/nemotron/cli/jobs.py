@@ -255,7 +255,7 @@ def jobs_submit(ident: str = typer.Argument(..., help="Id (or prefix) of a job s
 
     \b
     Examples:
-      nemotron nano3 sft -c tiny --stage --run my-cluster
+      nemotron nano3 sft --stage --run my-cluster
       nemotron jobs submit nano3-sft-tiny-20261121-101500-ab12
     """
     from nemotron.launch.staging import submit_staged

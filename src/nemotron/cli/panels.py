@@ -11,13 +11,11 @@ stays fast.
 
 from __future__ import annotations
 
-import re
 import shutil
 import textwrap
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-from nemotron.cli.family import pipe_summary
+from nemotron.cli.describe import header_sentence, pipe_summary
 from nemotron.recipes import Family, Stage
 
 # stage entry point -> the panel its command is listed in
@@ -101,28 +99,6 @@ def screen(usage: str, about: str, panels: Sequence[tuple[str, list]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # what the recipes and env.toml hold
-
-
-def header_sentence(path: Path) -> str:
-    """The first sentence of a config's opening comment block (house style: every shipped
-    config opens with one)."""
-    words: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                text = line.strip()
-                if not text.startswith("#"):
-                    break
-                text = text.lstrip("#").strip()
-                if not text or re.match(r"^(Needs|Run|Try):", text):
-                    break
-                words.append(text)
-    except OSError:
-        return ""
-    joined = " ".join(words)
-    match = re.search(r"^(.+?\.)(\s|$)", joined)
-    sentence = match.group(1) if match else joined
-    return sentence if len(sentence) <= 150 else sentence[:150].rsplit(" ", 1)[0] + " ..."
 
 
 def profile_rows(env_file: str | None) -> list[str]:
@@ -216,8 +192,10 @@ def stage_examples(family: Family, stage: Stage, cluster: str) -> list[str]:
     if stage.inputs:
         slot = stage.inputs[0]
         lines.append(f"{base} -c {small} --dry-run run.{slot.slot}=/path/to/{slot.kind}")
-    lines.append(f"{base} --run {cluster} run.env.nodes=2 run.env.nproc_per_node=8")
-    lines.append(f"{base} -c {small} --stage --run {cluster}   # then: nemotron jobs submit ID")
+    gpus = stage.resources.get("gpus_per_node")
+    resources = f"run.env.nproc_per_node={gpus} " if gpus else ""
+    lines.append(f"{base} --run {cluster} {resources}run.env.time=02:00:00")
+    lines.append(f"{base} --stage --run {cluster}   # then: nemotron jobs submit ID")
     return lines
 
 

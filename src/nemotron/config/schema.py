@@ -30,7 +30,9 @@ class Resources(Strict):
 
     Each key replaces the profile key of the same name and is checked by the profile's own
     rules when the plan applies it. ``nproc_per_node`` (the recipe docs' name for GPUs per node)
-    is an alias of ``gpus_per_node``. None of these is part of an output's identity.
+    is an alias of ``gpus_per_node``: in a config file the two must agree; on the command line
+    the CLI rewrites it, so it overrides the config's ``gpus_per_node``. None of these is part
+    of an output's identity.
     """
 
     nodes: int | None = Field(None, ge=1)
