@@ -15,7 +15,8 @@ STAGE = ["/venv/bin/python", "-m", "nemotron.stages.pretrain", "--job", "/jobs/x
 @pytest.fixture
 def slurm_env(monkeypatch):
     for key in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES", "SLURM_NODEID", "SLURM_PROCID",
-                "SLURM_JOB_ID", "SLURM_LAUNCH_NODE_IPADDR", "SLURM_RESTART_COUNT"):
+                "SLURM_JOB_ID", "SLURM_LAUNCH_NODE_IPADDR", "SLURM_RESTART_COUNT",
+                "NEMOTRON_HEAD_NODE"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
 
@@ -36,6 +37,19 @@ def test_torchrun_across_nodes_meets_on_the_first_node(slurm_env):
     assert "--rdzv-backend=c10d" in argv
     assert "--rdzv-endpoint=10.0.0.7:29742" in argv  # 29500 + job id % 1000
     assert "--rdzv-id=4242" in argv
+
+
+def test_a_staged_job_run_by_hand_meets_on_the_named_first_node(slurm_env):
+    """srun started from the login node (salloc's shell) sets SLURM_LAUNCH_NODE_IPADDR to the
+    login node; the commands --stage prints name the allocation's first host instead."""
+    slurm_env.setenv("SLURM_JOB_NUM_NODES", "2")
+    slurm_env.setenv("SLURM_LAUNCH_NODE_IPADDR", "10.0.0.1")
+    slurm_env.setenv("NEMOTRON_HEAD_NODE", "127.0.0.1")
+    assert node.head_address() == "127.0.0.1"
+    slurm_env.setenv("NEMOTRON_HEAD_NODE", "localhost")
+    assert node.head_address() == "127.0.0.1"  # a host name, resolved
+    slurm_env.setenv("NEMOTRON_HEAD_NODE", "")
+    assert node.head_address() == "10.0.0.1"
 
 
 def test_torchrun_runs_a_binary_without_python(slurm_env):

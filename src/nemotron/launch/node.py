@@ -55,8 +55,16 @@ def node_rank() -> int:
 
 
 def head_address() -> str:
-    """The first node's address: srun sets SLURM_LAUNCH_NODE_IPADDR to the node it runs on,
-    which is the batch host, the first node of the allocation."""
+    """The first node's address: ``$NEMOTRON_HEAD_NODE`` when set (a staged job's srun started
+    by hand from the login node, where SLURM_LAUNCH_NODE_IPADDR names the login node; the
+    printed commands set it to the allocation's first host), else SLURM_LAUNCH_NODE_IPADDR,
+    which srun sets to the node it runs on: in a batch job the batch host, the first node."""
+    named = os.environ.get("NEMOTRON_HEAD_NODE", "").strip()
+    if named:
+        try:
+            return socket.gethostbyname(named)
+        except OSError:
+            return named
     ip = os.environ.get("SLURM_LAUNCH_NODE_IPADDR")
     if ip:
         return ip

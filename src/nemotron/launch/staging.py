@@ -29,6 +29,10 @@ STAGED = "STAGED"
 STAGED_FILE = "staged.json"
 # sbatch options that only make sense for a batch job (its log file, requeueing)
 _BATCH_ONLY = ("output", "error", "open-mode", "kill-on-invalid-dep", "requeue", "dependency")
+# The node launchers find the first node through srun's SLURM_LAUNCH_NODE_IPADDR, which names
+# the login node when srun starts there (in salloc's shell): name the allocation's first host.
+HEAD_NODE = ('export NEMOTRON_HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
+             "| head -n 1)")
 
 
 @dataclass
@@ -135,7 +139,8 @@ def interactive_slurm(script: str, setup: list[str], env: dict[str, str]) -> lis
     if not sruns:
         raise ValueError("the sbatch script has no srun line")
     srun = re.sub(r" --output \S+", "", sruns[-1])
-    return [" ".join(["salloc", *options]), *exports.values(), *setup, srun]
+    return [" ".join(["salloc", *options]), *exports.values(), HEAD_NODE, *setup, srun]
+
 
 
 def staged_lines(staged: Staged) -> list[str]:
