@@ -83,5 +83,11 @@ def test_stage_refusals(cli, env_toml, home):
     res = cli("nano3", "data", "prep", "rl", "-c", "tiny", "--stage", "--dry-run")
     assert res.exit_code == 0 and "plan:" in res.stdout  # a dry-run writes nothing, staged or not
     assert not home.exists()
+    assert cli("nano3", "data", "prep", "rl", "-c", "tiny", "--stage").exit_code == 0
+    (staged,) = list_records(home)
+    assert cli("jobs", "cancel", staged.id).exit_code == 0
+    status = cli("jobs", "status", staged.id).stdout
+    assert "CANCELLED" in status and "reason: cancelled while staged (never submitted)" in status
+    assert "not staged" in cli("jobs", "submit", staged.id).stderr
     res = cli("jobs", "submit", "no-such-job")
     assert res.exit_code == 2 and "no job 'no-such-job'" in res.stderr

@@ -230,7 +230,12 @@ def jobs_cancel(ident: str = typer.Argument(..., help="Job id (or prefix), Slurm
             why = f" ({record.reason})" if record.reason else ""
             console.print(f"{record.id}: {record.state}{why}")
             continue
-        if record.executor == "slurm":
+        if record.state == "STAGED":  # nothing was submitted: only the record changes
+            from nemotron.launch.records import _now
+
+            record.update(state="CANCELLED", reason="cancelled while staged (never submitted)",
+                          ended=_now())
+        elif record.executor == "slurm":
             from nemotron.launch.slurm import cancel_record
 
             cancel_record(record)  # also cancels the jobs of its pipe that wait for it
