@@ -222,10 +222,9 @@ def pipe_help(family: Family, options: list[tuple[str, str]], env_file: str | No
     cluster = _cluster_profile(env_file)
     chains = [(f"-c {name}" if name != "default" else "default", " → ".join(chain))
               for name, chain in family.pipe.items()]
-    base = f"nemotron {family.name} pipe"
     small = "tiny" if "tiny" in family.pipe else next(iter(family.pipe), "default")
     return screen(
-        f"{base} [OPTIONS] [KEY=VALUE]...",
+        f"nemotron {family.name} pipe [OPTIONS] [KEY=VALUE]...",
         f"Compose {pipe_summary(family)} into a single nemo-run Experiment. Every stage is "
         "planned first; each starts after its upstream succeeded and consumes exactly the "
         "version it produced; stages whose outputs exist are skipped. Overrides apply to every "
@@ -236,11 +235,22 @@ def pipe_help(family: Family, options: list[tuple[str, str]], env_file: str | No
             ("Options", options),
             ("Chains", chains),
             ("env.toml Profiles", profile_rows(env_file)),
-            ("Examples", [f"{base} -c {small}", f"{base} -c {small} --dry-run",
-                          f"{base} -c {small} --from {family.pipe[small][-1]}",
-                          f"{base} --batch {cluster}"]),
+            ("Examples", pipe_examples(family, small, cluster)),
         ],
     )
+
+
+def pipe_examples(family: Family, small: str, cluster: str) -> list[str]:
+    base = f"nemotron {family.name} pipe"
+    chain = family.pipe[small]
+    lines = [f"{base} -c {small}", f"{base} -c {small} --dry-run"]
+    if len(chain) > 2:
+        lines.append(f"{base} -c {small} --from {chain[len(chain) // 2]} --to {chain[-1]}")
+    trainer = next((n for n in chain if family.stages[n].entry == "pretrain"), None)
+    if trainer:  # a prefix targets one stage
+        lines.append(f"{base} -c {small} --dry-run {trainer}.train.train_iters=40")
+    lines.append(f"{base} --batch {cluster}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
