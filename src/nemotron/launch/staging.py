@@ -14,6 +14,7 @@ registered as for any other job. What staging learnt is kept in ``<job dir>/stag
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -96,8 +97,9 @@ def stage_plan(plan: Plan) -> Staged:
 
 
 def _stage_local(plan: Plan) -> Staged:
+    """The one command, with the environment a local run gives it ($VARS expanded, as there)."""
     env = plan.process_env()
-    line = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+    line = " ".join([*(f"{k}={shlex.quote(os.path.expandvars(v))}" for k, v in env.items()),
                      shlex.join(plan.command())])
     return Staged(job_id=plan.job_id, executor="local", job_dir=str(plan.job_dir),
                   interactive=[*plan.profile.setup, line], env=env, command=plan.command(),
@@ -140,7 +142,6 @@ def interactive_slurm(script: str, setup: list[str], env: dict[str, str]) -> lis
         raise ValueError("the sbatch script has no srun line")
     srun = re.sub(r" --output \S+", "", sruns[-1])
     return [" ".join(["salloc", *options]), *exports.values(), HEAD_NODE, *setup, srun]
-
 
 
 def staged_lines(staged: Staged) -> list[str]:
