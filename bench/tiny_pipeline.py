@@ -1,12 +1,19 @@
-"""The tiny pipeline, timed end to end and per stage, and local training throughput against a
-plain transformers loop on the same model and batch (issue 5).
+"""The tiny pipeline, timed end to end and per stage, with what each stage learnt (issue 12), and
+local training throughput against a plain transformers loop on the same model and batch
+(issue 5).
 
     uv run --extra local python bench/tiny_pipeline.py [--family nano3] [--skip-pipe]
                                                        [--steps 20] [--rounds 3] [--json out.json]
 
 (a) Pipe: ``nemotron <family> pipe -c tiny`` in a fresh NEMOTRON_HOME (a child process, as a
     user runs it); wall time of the whole command, and each stage's time from its job record
-    (start to end of the stage process, imports included).
+    (start to end of the stage process, imports included). Then the learning figures from
+    the lineage store: the eval table (base, SFT and RL models side by side, with stderr), the
+    mean GRPO reward of the first and last 3 steps, and each criterion of issue 12 as
+    pass/fail: SFT exact match >= 0.30 and above the base; RL >= SFT + 0.10 and more than 2
+    stderr of the difference above it; reward last 3 >= 1.5 x first 3 and >= 0.3; multiple
+    choice of the chat models more than 2 stderr above chance; the wall time under the limit
+    (5 min nano3, 10 min super3).
 (b) Throughput: the tiny pretrain model of ``recipes/<family>/pretrain/tiny.yaml`` and one
     batch of its shape (global batch x sequence length). "ours" is one step of the local
     backend's loop (``Trainer.run_step``: masked loss, MoE aux loss and expert-bias update,
@@ -29,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+WALL_LIMIT_S = {"nano3": 300, "super3": 600}
+ARITHMETIC, CHOICE, CHANCE = "tiny_arithmetic", "tiny_chat_choice", 0.25
 
 
 def cores() -> int:
@@ -70,6 +79,81 @@ def stage_times(home: Path) -> list[dict]:
                      "seconds": seconds, "created": record.get("created")})
     rows.sort(key=lambda r: r["created"] or "")
     return rows
+
+
+def learning(family: str, home: Path) -> dict:
+    """The eval table and the GRPO rewards of the pipe in ``home``, from its lineage store."""
+    from nemotron.lineage import Store
+
+    with Store.open(home / "artifacts" / "lineage.db") as store:
+        evals = store.resolve(f"{family}-eval-results-tiny").metadata
+        rl = store.resolve(f"{family}-rl-model-tiny").metadata
+    rewards = list((rl.get("extra") or {}).get("rewards") or [])
+    return {"models": evals.get("models") or {"model": evals["results"]},
+            "reward_first3": _mean(rewards[:3]), "reward_last3": _mean(rewards[-3:]),
+            "rewards": rewards}
+
+
+def criteria(family: str, figures: dict) -> list[tuple[str, bool, str]]:
+    """(criterion, met, the numbers) for issue 12."""
+    models = figures["models"]
+    base, sft, rl = (models.get(k, {}) for k in ("pretrain", "sft", "rl"))
+
+    def em(table):
+        values = table.get(ARITHMETIC, {})
+        return values.get("exact_match"), values.get("exact_match_stderr") or 0.0
+
+    (b, _), (s, s_err), (r, r_err) = em(base), em(sft), em(rl)
+    out = []
+    if s is not None:
+        out.append(("SFT exact match >= 0.30", s >= 0.30, f"{s:.3f}"))
+    if s is not None and b is not None:
+        out.append(("base < SFT", b < s, f"{b:.3f} < {s:.3f}"))
+    if s is not None and r is not None:
+        diff_err = (s_err**2 + r_err**2) ** 0.5
+        out.append(("RL >= SFT + 0.10", r >= s + 0.10, f"{r:.3f} - {s:.3f} = {r - s:+.3f}"))
+        out.append(("RL - SFT > 2 stderr (of the difference)", r - s > 2 * diff_err,
+                    f"{r - s:+.3f} vs 2 x {diff_err:.3f}"))
+    first, last = figures["reward_first3"], figures["reward_last3"]
+    if first is not None and last is not None:
+        out.append(("reward last 3 >= 1.5 x first 3 and >= 0.3",
+                    last >= 1.5 * first and last >= 0.3, f"{first:.3f} -> {last:.3f}"))
+    for label in ("sft", "rl"):
+        choice = models.get(label, {}).get(CHOICE, {})
+        if "acc" in choice:
+            acc, err = choice["acc"], choice.get("acc_stderr") or 0.0
+            out.append((f"{label} multiple choice > chance + 2 stderr",
+                        acc > CHANCE + 2 * err, f"{acc:.3f} vs {CHANCE} + 2 x {err:.3f}"))
+    wall = figures.get("wall_s")
+    if wall is not None:
+        limit = WALL_LIMIT_S.get(family, 600)
+        out.append((f"whole pipe <= {limit // 60} min", wall <= limit, f"{wall:.0f} s"))
+    return out
+
+
+def print_learning(figures: dict, checks: list[tuple[str, bool, str]]) -> None:
+    models = figures["models"]
+    labels = list(models)
+    print("\neval (value ± stderr):")
+    print(f"  {'task':<18} {'metric':<12}" + "".join(f"{label:>18}" for label in labels))
+    first = models[labels[0]] if labels else {}
+    for task, metrics in first.items():
+        for metric in (m for m in metrics if not m.endswith("_stderr")):
+            cells = []
+            for label in labels:
+                values = models[label].get(task, {})
+                value, err = values.get(metric), values.get(f"{metric}_stderr")
+                cells.append("" if value is None else f"{value:.3f} ± {err or 0:.3f}")
+            print(f"  {task:<18} {metric:<12}" + "".join(f"{c:>18}" for c in cells))
+    rewards = " ".join(f"{r:.2f}" for r in figures["rewards"])
+    print(f"GRPO mean reward per step: {rewards}")
+    print("criteria (issue 12):")
+    for name, met, numbers in checks:
+        print(f"  [{'ok' if met else 'FAIL'}] {name}: {numbers}")
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 # ---------------------------------------------------------------------------- (b) throughput
@@ -184,12 +268,20 @@ def main(argv: list[str] | None = None) -> None:
         pipe = run_pipe(args.family, home, args.pipe_args)
         figures["pipe"] = pipe
         print(f"\npipe {args.family} -c tiny: exit {pipe['exit_code']}, {pipe['wall_s']:.0f} s "
-              f"wall ({pipe['wall_s'] / 60:.1f} min; target < 10 min on 2 cores)")
+              f"wall ({pipe['wall_s'] / 60:.1f} min; target <= "
+              f"{WALL_LIMIT_S.get(args.family, 600) // 60} min on 2 idle cores)")
         for row in pipe["stages"]:
             took = f"{row['seconds']:.0f} s" if row["seconds"] is not None else "-"
             print(f"  {row['stage']:<15} {row['state'] or '':<10} {took:>7}")
         if pipe["exit_code"]:
             print(f"  the pipe failed; log: {pipe['log']}")
+        else:
+            learnt = learning(args.family, home)
+            learnt["wall_s"] = pipe["wall_s"]
+            checks = criteria(args.family, learnt)
+            print_learning(learnt, checks)
+            figures["learning"] = {**learnt, "criteria": [
+                {"criterion": n, "met": m, "numbers": x} for n, m, x in checks]}
     if not args.skip_throughput:
         result = throughput(args.family, args.steps, args.rounds)
         figures["throughput"] = result

@@ -9,7 +9,9 @@ store, and the report folder gets:
   from the ``metrics.jsonl`` each local stage writes beside its checkpoint;
 - ``reward.png``: mean GRPO reward per step (rl);
 - ``moe_balance.png``: max/mean expert load per step (the aux-loss-free balancing at work);
-- ``eval.md`` / ``eval.json``: the eval table; ``lineage.md`` (tree and mermaid graph) and
+- ``eval.md`` / ``eval.json``: the eval table, one column per evaluated model (base, SFT, RL
+  side by side when the eval compared them; ``eval.json`` maps label -> task -> metric);
+  ``lineage.md`` (tree and mermaid graph) and
   ``lineage.json``; ``report.md``, the index that ties them together.
 
 matplotlib (Agg backend) and rich are imported inside the functions.
@@ -35,6 +37,7 @@ class StageEntry:
     stage: str
     metrics: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, dict[str, float]] | None = None
+    models: dict[str, dict[str, dict[str, float]]] | None = None  # label -> results
 
     @property
     def label(self) -> str:
@@ -46,7 +49,7 @@ class Report:
     folder: Path
     index: Path
     entries: list[StageEntry]
-    eval_table: dict[str, dict[str, float]]
+    eval_table: dict[str, dict[str, dict[str, float]]]  # model label -> task -> metric
     figures: list[Path]
     tree: Any = None  # a rich Tree of the lineage
 
@@ -76,7 +79,8 @@ def collect(store, ref: str) -> tuple[Any, list[StageEntry]]:
         folder = artifact.local
         meta = artifact.metadata or {}
         results = meta.get("results") if artifact.kind == "eval-results" else None
-        entries.append(StageEntry(artifact, stage, _read_metrics(folder), results))
+        models = meta.get("models") if artifact.kind == "eval-results" else None
+        entries.append(StageEntry(artifact, stage, _read_metrics(folder), results, models))
     return graph, entries
 
 
@@ -157,22 +161,48 @@ def _rolling(values: list[float], width: int) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- text
-def eval_rows(table: dict[str, dict[str, float]]) -> list[tuple[str, str, float, float | None]]:
+def eval_rows(table: dict[str, dict[str, dict[str, float]]]
+              ) -> list[tuple[str, str, list[tuple[float | None, float | None]]]]:
+    """(task, metric, [(value, stderr) per model label]) rows of a label -> task -> metric
+    table (tasks and metrics in the order of the first model)."""
+    labels = list(table)
     rows = []
-    for task, metrics in table.items():
-        for metric, value in metrics.items():
+    for task, metrics in (table[labels[0]] if labels else {}).items():
+        for metric in metrics:
             if metric.endswith("_stderr"):
                 continue
-            rows.append((task, metric, value, metrics.get(f"{metric}_stderr")))
+            cells = [(table[label].get(task, {}).get(metric),
+                      table[label].get(task, {}).get(f"{metric}_stderr")) for label in labels]
+            rows.append((task, metric, cells))
     return rows
 
 
-def _eval_markdown(table: dict[str, dict[str, float]]) -> str:
-    lines = ["| task | metric | value | stderr |", "|---|---|---|---|"]
-    for task, metric, value, stderr in eval_rows(table):
-        err = f"{stderr:.4f}" if isinstance(stderr, float) else ""
-        lines.append(f"| {task} | {metric} | {value:.4f} | {err} |")
+def _cell(value: float | None, stderr: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" + (f" ± {stderr:.3f}" if isinstance(stderr, float) else "")
+
+
+def _eval_markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    labels = list(table)
+    lines = ["| task | metric | " + " | ".join(labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for task, metric, cells in eval_rows(table):
+        lines.append(f"| {task} | {metric} | " + " | ".join(_cell(*c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _eval_table(entries: list[StageEntry]) -> dict[str, dict[str, dict[str, float]]]:
+    """label -> task -> metric over the chain's eval results (an eval of one model without
+    labels gets the column ``model``)."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for entry in entries:
+        if entry.models:
+            for label, results in entry.models.items():
+                table.setdefault(label, {}).update(results)
+        elif entry.results:
+            table.setdefault("model", {}).update(entry.results)
+    return table
 
 
 def _duration(artifact) -> str:
@@ -218,10 +248,7 @@ def write_report(store, ref: str, folder: Path, title: str | None = None) -> Rep
     title = title or root.ref
     folder.mkdir(parents=True, exist_ok=True)
     figures = _figures(folder, entries, title)
-    table: dict[str, dict[str, float]] = {}
-    for entry in entries:
-        if entry.results:
-            table.update(entry.results)
+    table = _eval_table(entries)
     (folder / "eval.json").write_text(json.dumps(table, indent=2) + "\n")
     (folder / "eval.md").write_text(_eval_markdown(table) if table else "no eval results\n")
     tree = to_tree(graph)
@@ -255,12 +282,14 @@ def print_report(report: Report, console) -> None:
     console.rule("[bold]lineage")
     console.print(report.tree)
     if report.eval_table:
-        table = Table(title="evaluation", title_justify="left", show_edge=False)
-        for col in ("task", "metric", "value", "stderr"):
-            table.add_column(col, justify="right" if col in ("value", "stderr") else "left")
-        for task, metric, value, stderr in eval_rows(report.eval_table):
-            table.add_row(task, metric, f"{value:.4f}",
-                          f"{stderr:.4f}" if isinstance(stderr, float) else "")
+        table = Table(title="evaluation (value ± stderr)", title_justify="left",
+                      show_edge=False)
+        table.add_column("task")
+        table.add_column("metric")
+        for label in report.eval_table:
+            table.add_column(label, justify="right")
+        for task, metric, cells in eval_rows(report.eval_table):
+            table.add_row(task, metric, *(_cell(*c) for c in cells))
         console.print(table)
     console.print(f"report: {report.index}"
                   + (f" ({', '.join(p.name for p in report.figures)})" if report.figures else ""))

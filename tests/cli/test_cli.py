@@ -207,3 +207,21 @@ def test_new_family_folder_appears(cli, tmp_path, monkeypatch):
         assert "mini3-pretrain-model" in res.stdout
     finally:
         _discover.cache_clear()
+
+
+def test_eval_takes_several_models_in_one_call(cli, tmp_path):
+    folders = {}
+    for name in ("rl", "sft", "base"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+    res = cli("nano3", "eval", "-c", "tiny", "--dry-run", f"run.model={folders['rl']}",
+              f"run.inputs.sft={folders['sft']}", f"run.inputs.base={folders['base']}")
+    assert res.exit_code == 0, res.output
+    inputs = res.stdout[res.stdout.index("inputs"):]
+    for slot in ("model", "sft", "base"):
+        assert slot in inputs and str(folders[slot if slot != "model" else "rl"]) in inputs
+    alone = cli("nano3", "eval", "-c", "tiny", "--dry-run", f"run.model={folders['rl']}")
+    assert alone.exit_code == 0 and str(folders["sft"]) not in alone.stdout
+    bad = cli("nano3", "eval", "-c", "tiny", "--dry-run", f"run.model={folders['rl']}",
+              f"run.inputs.sfft={folders['sft']}")
+    assert bad.exit_code == 2 and "run.inputs.sfft" in bad.output and "sft" in bad.output

@@ -69,6 +69,9 @@ class RunSection(Strict):
     backend: Literal["local", "megatron", "nemo_rl", "evaluator", "prep"] = "local"
     data: str | None = reference(description="input data: NAME[:VERSION|:ALIAS] or a path")
     model: str | None = reference(description="input model: NAME[:VERSION|:ALIAS] or a path")
+    inputs: dict[str, str] = reference(
+        {}, description="the stage's other input slots: SLOT -> NAME[:VERSION|:ALIAS] or a path "
+                        "(eval: run.inputs.base=..., run.inputs.sft=...)")
     env: Resources = runtime(Resources(), why="resources of this run")
     seed: int = 1234
     container: str | None = runtime(None, why="where it runs",

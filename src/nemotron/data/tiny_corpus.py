@@ -7,8 +7,13 @@
 - ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words;
 - ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
   ``tool_calls`` and ``tools`` (a calculator);
-- ``rl/problems.jsonl``: word problems with ``question`` / ``expected_answer``.
+- ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``;
+- ``configs/eval/tiny_arithmetic.jsonl`` and ``tiny_chat_choice.jsonl``: the eval questions.
 
+The tiny task is two-term arithmetic with operands 1..20 (``+``, and ``-`` without negative
+results). Every such fact appears in the pretraining text; a fixed third of them
+(``held_out``) never appears in the SFT chats or the RL prompts and makes up the held-out
+eval, so the eval measures what SFT and RL taught about the task, not memorised questions.
 The RL prep's ``generate`` option uses ``arithmetic_problem`` directly.
 """
 
@@ -18,6 +23,7 @@ import gzip
 import json
 import random
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +92,7 @@ def arithmetic_problem(
     parts = [str(rng.randint(1, max_operand))]
     for _ in range(terms - 1):
         parts += [rng.choice(list(operations)), str(rng.randint(1, max_operand))]
-    expression = " ".join(parts)
-    answer = _evaluate(parts)
-    question = f"What is {expression}? Put the final answer in \\boxed{{}}."
-    return {"expression": expression, "question": question, "answer": answer}
+    return arithmetic_problem_from(parts)
 
 
 def _evaluate(parts: list[str]) -> int:
@@ -106,6 +109,36 @@ def _evaluate(parts: list[str]) -> int:
     for op, value in zip(ops, values[1:], strict=True):
         total = total + value if op == "+" else total - value
     return total
+
+
+TASK_MAX = 20  # operands of the tiny arithmetic task
+
+
+def task_facts() -> list[tuple[int, str, int]]:
+    """Every (a, op, b) of the tiny task: a + b and a - b (a >= b) for a, b in 1..TASK_MAX."""
+    facts = [(a, "+", b) for a in range(1, TASK_MAX + 1) for b in range(1, TASK_MAX + 1)]
+    return facts + [(a, "-", b) for a in range(1, TASK_MAX + 1) for b in range(1, a + 1)]
+
+
+def held_out(fact: tuple[int, str, int]) -> bool:
+    """A fixed third of the facts, kept out of SFT and RL data (the held-out eval)."""
+    a, op, b = fact
+    return zlib.crc32(f"{a} {op} {b}".encode()) % 3 == 0
+
+
+def fact_problem(fact: tuple[int, str, int]) -> dict[str, Any]:
+    a, op, b = fact
+    return arithmetic_problem_from([str(a), op, str(b)])
+
+
+def arithmetic_problem_from(parts: list[str]) -> dict[str, Any]:
+    expression = " ".join(parts)
+    question = f"What is {expression}? Put the final answer in \\boxed{{}}."
+    return {"expression": expression, "question": question, "answer": _evaluate(parts)}
+
+
+def train_facts() -> list[tuple[int, str, int]]:
+    return [f for f in task_facts() if not held_out(f)]
 
 
 def _story(rng: random.Random) -> str:
@@ -133,15 +166,17 @@ def _fact(rng: random.Random) -> str:
     return f"The number {n} is written as {number_words(n)}. It comes after {n - 1}."
 
 
-def _math_line(rng: random.Random) -> str:
-    problem = arithmetic_problem(rng, 20, ("+", "-", "*"), 2, 2)
+def _math_line(rng: random.Random, facts: list[tuple[int, str, int]]) -> str:
+    problem = fact_problem(rng.choice(facts))
+    line = f"{problem['expression']} = {problem['answer']}."
+    if rng.random() < 0.9:
+        return line
     a, op, b = problem["expression"].split()
     words = f"{number_words(int(a))} {OP_WORDS[op]} {number_words(int(b))}"
-    answer = number_words(problem["answer"])
-    return f"{problem['expression']} = {problem['answer']}. In words: {words} is {answer}."
+    return f"{line} In words: {words} is {number_words(problem['answer'])}."
 
 
-def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 3000) -> dict[str, list[dict]]:
+def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 4000) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     story_rows = []
     for i in range(stories):
@@ -149,28 +184,28 @@ def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 3000) -> dict[
             _story(rng) if rng.random() < 0.6 else _fact(rng) for _ in range(rng.randint(2, 5))
         ]
         story_rows.append({"id": f"story-{i}", "text": " ".join(parts)})
+    facts = task_facts()
     math_rows = []
     for i in range(math):
-        lines = [_math_line(rng) for _ in range(rng.randint(2, 6))]
+        lines = [_math_line(rng, facts) for _ in range(rng.randint(4, 12))]
         math_rows.append({"id": f"math-{i}", "text": "\n".join(lines)})
     return {"stories": story_rows, "math": math_rows}
 
 
-def _chat(rng: random.Random, i: int) -> dict[str, Any]:
+def _chat(rng: random.Random, i: int, facts: list[tuple[int, str, int]]) -> dict[str, Any]:
     kind = i % 5
     system = [{"role": "system", "content": "You are a concise, helpful assistant."}]
     if kind == 0:  # plain arithmetic, no reasoning
-        p = arithmetic_problem(rng, 30, ("+", "-"), 2, 2)
+        p = fact_problem(rng.choice(facts))
         msgs = [
             {"role": "user", "content": f"What is {p['expression']}?"},
             {"role": "assistant", "content": f"{p['expression']} = {p['answer']}."},
         ]
         return {"messages": (system if rng.random() < 0.5 else []) + msgs}
-    if kind == 1:  # arithmetic with reasoning
-        p = arithmetic_problem(rng, 50, ("+", "-", "*"), 2, 3)
-        reasoning = f"I need {p['expression']}. Working it out gives {p['answer']}."
-        answer = {"role": "assistant", "content": f"\\boxed{{{p['answer']}}}"}
-        answer["reasoning_content"] = reasoning
+    if kind == 1:  # the task: the fact in the reasoning (as in pretraining), then \boxed{}
+        p = fact_problem(rng.choice(facts))
+        answer = {"role": "assistant", "content": f"\\boxed{{{p['answer']}}}",
+                  "reasoning_content": f"{p['expression']} = {p['answer']}"}
         return {"messages": [{"role": "user", "content": p["question"]}, answer]}
     if kind == 2:  # capitals, two user turns, reasoning on both
         (c1, k1), (c2, k2) = rng.sample(CAPITALS, 2)
@@ -205,28 +240,59 @@ def _chat(rng: random.Random, i: int) -> dict[str, Any]:
 
 def chat_rows(seed: int = 1, count: int = 1500) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [{"id": f"chat-{i}", **_chat(rng, i)} for i in range(count)]
+    facts = train_facts()
+    return [{"id": f"chat-{i}", **_chat(rng, i, facts)} for i in range(count)]
 
 
-def rl_rows(seed: int = 2, count: int = 200) -> list[dict[str, Any]]:
+def rl_rows(seed: int = 2, repeats: int = 2) -> list[dict[str, Any]]:
+    """Every training fact ``repeats`` times, shuffled (never a held-out one)."""
     rng = random.Random(seed)
+    facts = train_facts() * repeats
+    rng.shuffle(facts)
     rows = []
-    for i in range(count):
-        name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        question = (
-            f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now? "
-            "Put the final answer in \\boxed{}."
-        )
-        rows.append({"id": f"word-{i}", "question": question, "expected_answer": str(a + b)})
+    for i, fact in enumerate(facts):
+        p = fact_problem(fact)
+        rows.append({"id": f"arith-{i}", "question": p["question"],
+                     "expected_answer": str(p["answer"])})
     return rows
+
+
+def eval_rows() -> dict[str, list[dict[str, Any]]]:
+    """The held-out eval files: every held-out fact as a question (``tiny_arithmetic``), and
+    multiple choice over capitals and held-out sums (``tiny_chat_choice``)."""
+    rng = random.Random(3)
+    arithmetic = []
+    held = [f for f in task_facts() if held_out(f)]
+    for i, fact in enumerate(held):
+        p = fact_problem(fact)
+        arithmetic.append({"id": f"arith-{i}", "question": p["question"],
+                           "answer": str(p["answer"])})
+    choice = []
+    for i, (country, capital) in enumerate(CAPITALS):
+        others = rng.sample([c for _, c in CAPITALS if c != capital], 3)
+        choice.append(_choice(rng, f"capital-{i}", f"What is the capital of {country}?",
+                              [f"The capital of {country} is {c}." for c in [capital, *others]]))
+    for i, fact in enumerate(rng.sample(held, 60)):
+        p = fact_problem(fact)
+        wrong = rng.sample([d for d in (-2, -1, 1, 2, 10) if p["answer"] + d >= 0], 3)
+        choice.append(_choice(rng, f"sum-{i}", f"What is {p['expression']}?",
+                              [f"{p['expression']} = {p['answer'] + d}." for d in [0, *wrong]]))
+    return {"tiny_arithmetic": arithmetic, "tiny_chat_choice": choice}
+
+
+def _choice(rng: random.Random, ident: str, question: str, options: list[str]) -> dict[str, Any]:
+    """A multiple-choice row; ``options[0]`` is the right one, shuffled in."""
+    order = list(range(len(options)))
+    rng.shuffle(order)
+    return {"id": ident, "question": question, "choices": [options[j] for j in order],
+            "label": order.index(0)}
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def write_tiny_datasets(root: Path) -> list[Path]:
+def write_tiny_datasets(root: Path, eval_dir: Path | None = None) -> list[Path]:
     root = Path(root)
     pre = pretrain_rows()
     files = {
@@ -235,6 +301,9 @@ def write_tiny_datasets(root: Path) -> list[Path]:
         root / "sft" / "chat.jsonl": _jsonl(chat_rows()),
         root / "rl" / "problems.jsonl": _jsonl(rl_rows()),
     }
+    if eval_dir is not None:
+        for task, rows in eval_rows().items():
+            files[Path(eval_dir) / f"{task}.jsonl"] = _jsonl(rows)
     for path, data in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -263,7 +332,7 @@ def main(argv: list[str]) -> int:
     from nemotron.data.locate import repo_root
 
     root = Path(argv[0]) if argv else repo_root() / "configs" / "datasets" / "tiny"
-    for path in write_tiny_datasets(root):
+    for path in write_tiny_datasets(root, repo_root() / "configs" / "eval"):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     tok = write_tiny_tokenizer(repo_root() / "configs" / "tokenizers" / "tiny-bpe")
     print(f"wrote {tok}")

@@ -371,6 +371,11 @@ class _Planner:
 
     def resolve_inputs(self, cfg: StageConfig, config_name: str, *,
                        require: bool) -> dict[str, ResolvedInput]:
+        named = {s.slot for s in self.stage.inputs if s.slot not in ("data", "model")}
+        if set(cfg.run.inputs) - named:
+            unknown = sorted(set(cfg.run.inputs) - named)[0]
+            raise UserError(f"run.inputs.{unknown}: {self.stage.name} has no such input slot",
+                            hint=f"its slots: {', '.join(sorted(named)) or 'none'}")
         inputs = {
             slot.slot: resolve_input(self.family, self.stage, slot, cfg, config_name,
                                      self.store, self.upstream)
@@ -452,8 +457,9 @@ def resolve_input(
     family: Family, stage: Stage, slot, cfg: StageConfig, config_name: str, store,
     upstream: dict[str, PlannedOutput],
 ) -> ResolvedInput:
-    asked = getattr(cfg.run, slot.slot, None) if slot.slot in ("data", "model") else None
-    if asked is None and slot.optional:
+    asked = (getattr(cfg.run, slot.slot, None) if slot.slot in ("data", "model")
+             else cfg.run.inputs.get(slot.slot))
+    if asked is None and slot.optional and slot.source not in upstream:
         return ResolvedInput(slot=slot.slot, kind=slot.kind, ref=None, path=None, optional=True)
     if asked is None and slot.source and slot.source in upstream:
         planned = upstream[slot.source]

@@ -103,6 +103,11 @@ class EvalResults(_Kind):
 
     results: dict[str, dict[str, float]]
     primary: str | None = Field(None, description="'task/metric' shown as the headline score")
+    models: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="when several models were evaluated: model label -> task -> metric "
+                    "(``results`` is the last one's)",
+    )
 
     @model_validator(mode="after")
     def _primary_exists(self) -> EvalResults:

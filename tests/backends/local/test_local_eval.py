@@ -7,7 +7,7 @@ import json
 from conftest import make_job
 
 
-def test_eval_writes_a_results_table(tmp_path, base_model):
+def test_eval_writes_a_results_table_per_model(tmp_path, base_model):
     from nemotron.backends.local import eval as eval_entry
     from nemotron.lineage import validate_metadata
 
@@ -19,9 +19,12 @@ def test_eval_writes_a_results_table(tmp_path, base_model):
              "limit": 8},
         ]},
     }
-    job, cfg, work, final = make_job(tmp_path, "eval", config, {"model": ("model", base_model)})
+    inputs = {"model": ("model", base_model), "base": ("model", base_model)}
+    job, cfg, work, final = make_job(tmp_path, "eval", config, inputs)
     meta = eval_entry(job, cfg, work, final)
     results = meta["results"]
+    assert list(meta["models"]) == ["base", "model"]  # side by side, the model input last
+    assert meta["models"]["model"] == results == meta["models"]["base"]  # the same weights
     assert set(results) == {"tiny_arithmetic", "tiny_chat_choice"}
     assert 0.0 <= results["tiny_arithmetic"]["exact_match"] <= 1.0
     assert 0.0 <= results["tiny_chat_choice"]["acc"] <= 1.0
@@ -30,8 +33,10 @@ def test_eval_writes_a_results_table(tmp_path, base_model):
     document = json.loads((work / "results.json").read_text())
     assert document["results"] == results and document["samples"] == {
         "tiny_arithmetic": 6, "tiny_chat_choice": 8}
+    assert document["models"] == meta["models"] and document["order"] == ["base", "model"]
     lines = (work / "samples_tiny_arithmetic.jsonl").read_text().splitlines()
     assert len(lines) == 6 and "target" in json.loads(lines[0])
+    assert len((work / "base" / "samples_tiny_chat_choice.jsonl").read_text().splitlines()) == 8
 
 
 def test_task_fingerprint_follows_the_task_files(tmp_path):

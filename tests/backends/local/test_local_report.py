@@ -34,8 +34,11 @@ def _chain(store, root: Path):
                    {"format": "hf", "stage": "rl", "step": 5}, [model], rewards)
     results = {"tiny_arithmetic": {"exact_match": 0.25, "exact_match_stderr": 0.1},
                "tiny_chat_choice": {"acc": 0.5, "acc_norm": 0.4}}
+    base = {"tiny_arithmetic": {"exact_match": 0.0, "exact_match_stderr": 0.0},
+            "tiny_chat_choice": {"acc": 0.3, "acc_norm": 0.35}}
     return _register(store, root, "t-eval-results", "eval-results", "t/eval",
-                     {"results": results, "primary": "tiny_arithmetic/exact_match"}, [rl])
+                     {"results": results, "models": {"pretrain": base, "rl": results},
+                      "primary": "tiny_arithmetic/exact_match"}, [rl, model])
 
 
 def test_report_has_curves_eval_table_and_lineage(tmp_path):
@@ -49,10 +52,13 @@ def test_report_has_curves_eval_table_and_lineage(tmp_path):
     assert {"loss.png", "reward.png", "moe_balance.png", "eval.md", "eval.json", "lineage.md",
             "lineage.json", "report.md"} <= names
     assert [e.stage for e in report.entries] == ["t/prep-pretrain", "t/pretrain", "t/rl", "t/eval"]
-    assert json.loads((tmp_path / "report" / "eval.json").read_text())["tiny_chat_choice"] == {
-        "acc": 0.5, "acc_norm": 0.4}
-    assert "| tiny_arithmetic | exact_match | 0.2500 | 0.1000 |" in (
-        tmp_path / "report" / "eval.md").read_text()
+    table = json.loads((tmp_path / "report" / "eval.json").read_text())
+    assert list(table) == ["pretrain", "rl"]  # base and RL model side by side
+    assert table["rl"]["tiny_chat_choice"] == {"acc": 0.5, "acc_norm": 0.4}
+    markdown = (tmp_path / "report" / "eval.md").read_text()
+    assert "| task | metric | pretrain | rl |" in markdown
+    assert "| tiny_arithmetic | exact_match | 0.000 ± 0.000 | 0.250 ± 0.100 |" in markdown
+    assert "| tiny_chat_choice | acc_norm | 0.350 | 0.400 |" in markdown
     lineage = (tmp_path / "report" / "lineage.md").read_text()
     assert "t-pretrain-data:v0" in lineage and "mermaid" in lineage
     index = (tmp_path / "report" / "report.md").read_text()

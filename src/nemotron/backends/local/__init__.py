@@ -28,6 +28,9 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from nemotron.backends.local.quiet import silence_known_notes
+
+    silence_known_notes()  # before torch / transformers import: some notes come at import
     try:
         from transformers.utils import logging as hf_logging
 

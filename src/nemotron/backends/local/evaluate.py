@@ -1,14 +1,20 @@
 """Local evaluation: lm-eval's HF model (``HFLM``) on task YAML files shipped in
 ``configs/eval/`` with their JSONL data, offline.
 
-Each ``cfg.eval.tasks`` entry names a task and its YAML (``path``; a ``configs/...`` path is
+Every model input of the job is evaluated on every task, side by side: the stage's ``model``
+slot and, when given (a pipe fills them), ``base`` (the pretrained model) and ``sft``. Each is
+labelled with the stage that produced it (``pretrain``, ``sft``, ``rl``). Each
+``cfg.eval.tasks`` entry names a task and its YAML (``path``; a ``configs/...`` path is
 resolved against ``nemotron.recipes.configs_root()``, default ``configs/eval/<name>.yaml``).
 The YAML's ``data_files`` are made absolute (relative to the YAML) in a copy under the work
 folder, so lm-eval never depends on the working directory or the hub. Models whose tokenizer
 has a chat template are evaluated through it (``apply_chat_template``), as they were trained.
 
-Output: ``results.json`` ({"results": {task: {metric: value}}, ...}), per-task sample files
-(``samples_<task>.jsonl``) and the eval-results metadata (``results``, ``primary``).
+Output: ``results.json`` ({"results": {task: {metric: value}} of the ``model`` input,
+"models": {label: {task: {metric: value}}}, ...}), per-model, per-task sample files
+(``samples_<task>.jsonl`` for the ``model`` input, ``<label>/samples_<task>.jsonl`` for the
+others) and the eval-results metadata (``results``, ``models``,
+``primary``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 from nemotron.errors import UserError
 
 RESULTS = "results.json"
+MODEL_SLOTS = ("base", "sft", "model")  # the table's column order
 
 
 def task_yaml_path(name: str, path: str | None) -> Path:
@@ -106,12 +113,10 @@ def flatten(task_results: dict[str, Any]) -> dict[str, float]:
 
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     import datasets
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from nemotron.backends.local import modeling
-    from nemotron.backends.local.inputs import input_path, input_ref, tokenizer_dir_of
+    from nemotron.backends.local.inputs import input_ref
 
     ev = cfg.eval
     if ev is None or not ev.tasks:
@@ -120,7 +125,79 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         raise UserError(f"the local backend runs lm-eval, not {ev.harness}",
                         hint="eval.harness=lm_eval, or run.backend=evaluator on a cluster")
     device = modeling.setup_torch(cfg.run.env.cpus_per_task)
-    model_dir = modeling.check_model_folder(input_path(job, "model", "a model to evaluate"))
+    models = model_inputs(job)
+    tasks_dir = work_dir / "tasks"
+    for task in ev.tasks:
+        localized_task(task.name, task_yaml_path(task.name, task.path), tasks_dir)
+    datasets.disable_progress_bars()
+    manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    by_model: dict[str, dict[str, dict[str, float]]] = {}
+    counts: dict[str, int] = {}
+    chats: dict[str, bool] = {}
+    primary_label = models[-1][0]
+    for label, model_dir in models:  # samples of the model input on top, others per label
+        table, counts, chats[label] = _evaluate_model(
+            label, model_dir, cfg, manager, device,
+            work_dir if label == primary_label else work_dir / label)
+        by_model[label] = table
+    table = by_model[primary_label]
+    primary_task = ev.tasks[0].name
+    metric = next((m for m in table[primary_task] if not m.endswith("_stderr")), None)
+    refs = {label: input_ref(job, slot) for slot, label in _labels(job).items()}
+    document = {"results": table, "models": by_model, "order": list(by_model),
+                "samples": counts, "model": input_ref(job, "model"), "inputs": refs,
+                "chat_template": chats, "harness": "lm_eval"}
+    (work_dir / RESULTS).write_text(json.dumps(document, indent=2) + "\n")
+    print(format_table(by_model), flush=True)
+    return {
+        "results": table,
+        "models": by_model,
+        "primary": f"{primary_task}/{metric}" if metric else None,
+        "extra": {"model": input_ref(job, "model"), "inputs": refs, "samples": counts,
+                  "harness": "lm_eval", "results_file": RESULTS, "chat_template": chats,
+                  "versions": modeling.library_versions()},
+    }
+
+
+def _labels(job) -> dict[str, str]:
+    """slot -> column label: the stage that made the model (from its metadata), else the slot;
+    the ``model`` slot comes last."""
+    from nemotron.backends.local.inputs import input_metadata
+
+    labels: dict[str, str] = {}
+    for slot in MODEL_SLOTS:
+        ref = job.inputs.get(slot)
+        if ref is None or not ref.path:
+            continue
+        label = str(input_metadata(job, slot).get("stage") or slot)
+        while label in labels.values():
+            label = f"{label}:{slot}"
+        labels[slot] = label
+    return labels
+
+
+def model_inputs(job) -> list[tuple[str, Path]]:
+    """(label, model folder) of every model input, in table order (the ``model`` slot last)."""
+    from nemotron.backends.local import modeling
+    from nemotron.backends.local.inputs import input_path
+
+    out = []
+    for slot, label in _labels(job).items():
+        out.append((label, modeling.check_model_folder(input_path(job, slot, "a model"))))
+    if not out or "model" not in _labels(job):
+        input_path(job, "model", "a model to evaluate")  # raises the usual error
+    return out
+
+
+def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_dir: Path):
+    """lm-eval of one model on every task: ({task: {metric: value}}, {task: n}, chat?)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from nemotron.backends.local import modeling
+    from nemotron.backends.local.inputs import tokenizer_dir_of
+
+    ev = cfg.eval
     tok_dir = tokenizer_dir_of(model_dir) or tokenizer_dir_of(model_dir / "merged")
     if tok_dir is None:
         raise UserError(f"the model {model_dir} carries no tokenizer",
@@ -128,23 +205,20 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     tokenizer = modeling.load_tokenizer(tok_dir)
     model = modeling.load_causal_lm(model_dir, device=device).eval()
     chat = bool(getattr(tokenizer, "chat_template", None))
-    tasks_dir = work_dir / "tasks"
-    for task in ev.tasks:
-        localized_task(task.name, task_yaml_path(task.name, task.path), tasks_dir)
-    datasets.disable_progress_bars()
-    manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev.batch_size,
               device=str(device), think_end_token="</think>" if chat else None)
     table: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
+    samples_dir.mkdir(parents=True, exist_ok=True)
     for task in ev.tasks:
-        print(f"[eval] {task.name}: lm-eval on {model_dir.name}"
-              f"{' (chat template)' if chat else ''}", flush=True)
+        print(f"[eval] {label}: {task.name} on {model_dir.name}"
+              f"{' (chat template)' if chat else ' (plain text)'}", flush=True)
         out = simple_evaluate(
             model=lm, tasks=[task.name], task_manager=manager, num_fewshot=task.num_fewshot,
             limit=task.limit, apply_chat_template=chat, log_samples=True,
             gen_kwargs={"max_gen_toks": ev.max_new_tokens}, random_seed=cfg.run.seed,
             numpy_random_seed=cfg.run.seed, torch_random_seed=cfg.run.seed,
+            fewshot_random_seed=cfg.run.seed,
             bootstrap_iters=100, verbosity="WARNING",  # mean metrics: analytic stderr
         )
         if out is None:
@@ -152,20 +226,8 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         table[task.name] = flatten(out["results"].get(task.name, {}))
         samples = out.get("samples", {}).get(task.name, [])
         counts[task.name] = len(samples)
-        _write_samples(work_dir / f"samples_{task.name}.jsonl", samples)
-    primary_task = ev.tasks[0].name
-    metric = next((m for m in table[primary_task] if not m.endswith("_stderr")), None)
-    document = {"results": table, "samples": counts, "model": input_ref(job, "model"),
-                "chat_template": chat, "harness": "lm_eval"}
-    (work_dir / RESULTS).write_text(json.dumps(document, indent=2) + "\n")
-    print(format_table(table), flush=True)
-    return {
-        "results": table,
-        "primary": f"{primary_task}/{metric}" if metric else None,
-        "extra": {"model": input_ref(job, "model"), "samples": counts, "harness": "lm_eval",
-                  "results_file": RESULTS, "chat_template": chat,
-                  "versions": modeling.library_versions()},
-    }
+        _write_samples(samples_dir / f"samples_{task.name}.jsonl", samples)
+    return table, counts, chat
 
 
 def _write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
@@ -188,11 +250,21 @@ def _first(value):
     return value
 
 
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    rows = ["task                 metric          value"]
-    for task, metrics in table.items():
-        for metric, value in metrics.items():
+def format_table(by_model: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Tasks x metrics down, one ``value ± stderr`` column per model."""
+    labels = list(by_model)
+    rows = [f"{'task':<20} {'metric':<12} " + " ".join(f"{label:>16}" for label in labels)]
+    first = by_model[labels[0]] if labels else {}
+    for task, metrics in first.items():
+        for metric in metrics:
             if metric.endswith("_stderr"):
                 continue
-            rows.append(f"{task:<20} {metric:<15} {value:.4f}")
+            cells = []
+            for label in labels:
+                values = by_model[label].get(task, {})
+                value, err = values.get(metric), values.get(f"{metric}_stderr")
+                cell = "" if value is None else f"{value:.3f}" + (
+                    f" ± {err:.3f}" if isinstance(err, float) else "")
+                cells.append(f"{cell:>16}")
+            rows.append(f"{task:<20} {metric:<12} " + " ".join(cells))
     return "\n".join(rows)
