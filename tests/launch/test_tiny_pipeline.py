@@ -1,14 +1,19 @@
 """The newcomer's main job, shortened: `nemotron nano3 pipe -c tiny` through all seven stages
-(real data prep, real training, GRPO and lm-eval, a few steps each) on CPU."""
+(real data prep, real training, GRPO and lm-eval, a few steps each) on CPU; the same seed gives
+the same weights and eval numbers, another seed other weights; and a reduced pipe that still
+learns: base < SFT < RL on the held-out arithmetic."""
 
+import hashlib
 import json
+from pathlib import Path
 
 from nemotron.lineage import Store
 
+STAGE_SHORT = {"pretrain": [
+    "train.train_iters=24", "scheduler.warmup_iters=4", "scheduler.decay_iters=8",
+    "train.eval_interval=12", "checkpoint.save_interval=12"]}
 SHORT = [
-    "pretrain.train.train_iters=24", "pretrain.scheduler.warmup_iters=4",
-    "pretrain.scheduler.decay_iters=8", "pretrain.train.eval_interval=12",
-    "pretrain.checkpoint.save_interval=12",
+    *(f"pretrain.{o}" for o in STAGE_SHORT["pretrain"]),
     "sft.train.train_iters=6", "sft.scheduler.warmup_iters=2", "sft.train.eval_interval=6",
     "sft.checkpoint.save_interval=6",
     "rl.grpo.max_num_steps=2",
@@ -45,3 +50,53 @@ def test_tiny_pipe_end_to_end(cli, home):
     again = cli("nano3", "pipe", "-c", "tiny", *SHORT)  # everything exists: all skipped
     assert again.exit_code == 0, again.output[-2000:]
     assert again.stdout.count("skipped") >= len(CHAIN)
+    assert "falling back to its reference PyTorch" not in res.output  # known notes stay quiet
+
+    # a second fresh home, same seed: the same weights at every stage, the same eval numbers
+    other = home.parent / "home-2"
+    twin = cli("nano3", "pipe", "-c", "tiny", *SHORT, env={"NEMOTRON_HOME": str(other)})
+    assert twin.exit_code == 0, twin.output[-4000:]
+    with Store.open(other / "artifacts" / "lineage.db") as store2:
+        twins = {name: store2.resolve(name) for _, name in CHAIN}
+    for name in ("nano3-pretrain-model-tiny", "nano3-sft-model-tiny", "nano3-rl-model-tiny"):
+        assert weights_digest(arts[name].path) == weights_digest(twins[name].path), name
+    assert twins["nano3-eval-results-tiny"].metadata["models"] == arts[
+        "nano3-eval-results-tiny"].metadata["models"]
+    # another seed: other weights
+    reseeded = cli("nano3", "pretrain", "-c", "tiny", "run.seed=7", *STAGE_SHORT["pretrain"],
+                   env={"NEMOTRON_HOME": str(other)})
+    assert reseeded.exit_code == 0, reseeded.output[-4000:]
+    with Store.open(other / "artifacts" / "lineage.db") as store2:
+        changed = store2.resolve("nano3-pretrain-model-tiny:latest")
+    assert changed.version == "v1"
+    assert weights_digest(changed.path) != weights_digest(arts["nano3-pretrain-model-tiny"].path)
+
+
+def weights_digest(folder) -> str:
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+# The tiny recipe at about half its steps: still enough for every stage to show its effect.
+LEARN = [
+    "pretrain.train.train_iters=100", "pretrain.scheduler.decay_iters=20",
+    "pretrain.train.eval_interval=50", "pretrain.checkpoint.save_interval=50",
+    "sft.train.train_iters=40", "sft.train.eval_interval=20", "sft.checkpoint.save_interval=20",
+    "rl.grpo.max_num_steps=12",
+    "eval.eval.tasks=[{name: tiny_arithmetic, path: configs/eval/tiny_arithmetic.yaml}]",
+]
+
+
+def test_reduced_pipe_learns_at_every_stage(cli, home):
+    res = cli("nano3", "pipe", "-c", "tiny", *LEARN)
+    assert res.exit_code == 0, res.output[-4000:]
+    with Store.open(home / "artifacts" / "lineage.db") as store:
+        evals = store.resolve("nano3-eval-results-tiny").metadata
+        rl = store.resolve("nano3-rl-model-tiny").metadata
+    models = evals["models"]
+    assert list(models) == ["pretrain", "sft", "rl"]  # every model of the pipe, side by side
+    exact = {label: models[label]["tiny_arithmetic"]["exact_match"] for label in models}
+    assert exact["pretrain"] < exact["sft"] < exact["rl"], exact
+    assert rl["metrics"]["reward"] > rl["metrics"]["initial_reward"]
+    for label in models:  # the table the user sees has every model and its stderr
+        assert label in res.stdout
+    assert "±" in res.stdout

@@ -24,7 +24,7 @@ KNOWN_NOTES: dict[str, tuple[str, ...]] = {
         "`pretrained` model kwarg is not of type `str`",
         "Passed an already-initialized model through `pretrained`",
     ),
-    "lm_eval.evaluator": ("model_args not specified", "generation_kwargs specified through cli"),
+    "lm_eval.evaluator": ("model_args not specified", "specified through cli, these settings will"),
 }
 # (module regex, message regex) of FutureWarnings / UserWarnings from the libraries' own code
 KNOWN_WARNINGS: tuple[tuple[str, str], ...] = (
