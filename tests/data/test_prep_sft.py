@@ -87,7 +87,7 @@ def test_masks_cover_exactly_the_assistant_answers(tok, encoder):
 
 
 def test_tool_calls_and_tool_responses(tok, encoder):
-    row = chat_rows(count=4)[3]
+    row = next(r for r in chat_rows(count=10) if "tools" in r)  # the calculator chat
     assert row["tools"] == [CALCULATOR]
     messages = normalize_messages(row["messages"])
     (plan,) = sample_plan(messages, split_turns=True)
@@ -104,7 +104,8 @@ def test_tool_calls_and_tool_responses(tok, encoder):
 
 
 def test_reasoning_conversations_train_each_trace_once(tok, encoder):
-    messages = normalize_messages(chat_rows(count=3)[2]["messages"])  # two turns, reasoning
+    capitals = next(r for r in chat_rows(count=10) if "capital" in r["messages"][1]["content"])
+    messages = normalize_messages(capitals["messages"])  # two turns, reasoning
     plan = sample_plan(messages, split_turns=True)
     assert [trained for _, trained in plan] == [[2], [4]]
     spans = []

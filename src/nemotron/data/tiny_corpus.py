@@ -169,8 +169,11 @@ def _fact(rng: random.Random) -> str:
 def _math_line(rng: random.Random, facts: list[tuple[int, str, int]]) -> str:
     problem = fact_problem(rng.choice(facts))
     line = f"{problem['expression']} = {problem['answer']}."
-    if rng.random() < 0.9:
+    draw = rng.random()
+    if draw < 0.55:
         return line
+    if draw < 0.9:  # a question, then the fact restated: reading operands out of a question
+        return f"What is {problem['expression']}? {line}"
     a, op, b = problem["expression"].split()
     words = f"{number_words(int(a))} {OP_WORDS[op]} {number_words(int(b))}"
     return f"{line} In words: {words} is {number_words(problem['answer'])}."
