@@ -279,8 +279,8 @@ def _metadata_pairs(kind: str, pairs: list[str]) -> dict[str, Any]:
 ))
 def import_(
     path: Annotated[str, typer.Argument(help="Existing folder or file (or a URI).")],
-    kind: Annotated[str, typer.Option(help="pretrain-data | sft-data | rl-data | model | "
-                                           "eval-results.")],
+    kind: Annotated[str, typer.Option(help="pretrain-data | sft-data | rl-data | "
+                                           "preference-data | model | eval-results.")],
     name: Annotated[str, typer.Option(help="Artifact name; a new version is added to it.")],
     metadata: Annotated[
         list[str] | None,

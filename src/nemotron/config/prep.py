@@ -1,7 +1,8 @@
-"""Typed configs for the three data prep stages (the ``data:`` section of a prep config).
+"""Typed configs for the data prep stages (the ``data:`` section of a prep config).
 
-``PretrainPrepConfig`` (Megatron .bin/.idx blends), ``SftPrepConfig`` (packed Parquet) and
-``RlPrepConfig`` (NeMo-RL JSONL) share ``SourceSpec``, ``TokenizerSpec`` and ``SplitSpec``.
+``PretrainPrepConfig`` (Megatron .bin/.idx blends), ``SftPrepConfig`` (packed Parquet),
+``RlPrepConfig`` (NeMo-RL JSONL) and ``DpoPrepConfig`` (NeMo-RL preference JSONL) share
+``SourceSpec``, ``TokenizerSpec`` and ``SplitSpec``.
 All models are frozen and reject unknown keys; cross-field rules live in model validators and
 say what to change. This module imports only pydantic and the standard library: the CLI and
 the planner import it.
@@ -17,7 +18,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 from nemotron.config.shaping import runtime
 from nemotron.strictness import NoBoolNumbers
 
-PrepKind = Literal["pretrain", "sft", "rl"]
+PrepKind = Literal["pretrain", "sft", "rl", "dpo"]
 SPLIT_NAMES = ("train", "valid", "test")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -299,11 +300,61 @@ class RlPrepConfig(_PrepBase):
         return self
 
 
+class DpoGenerateSpec(_Frozen):
+    """Generate tool-call preference pairs: chosen calls the offered calculator, rejected calls
+    a tool nobody offered (the tiny recipe's stand-in for tool-hallucination data)."""
+
+    name: str = Field("tool-pairs", description="dataset name of the generated pairs")
+    count: int = Field(400, ge=1)
+    seed: int = 0
+
+
+class DpoPrepConfig(_PrepBase):
+    """Write NeMo-RL preference JSONL (``context`` + ranked ``completions``) per split."""
+
+    kind: Literal["dpo"] = "dpo"
+    splits: SplitSpec = Field(default_factory=lambda: SplitSpec(train=0.9, valid=0.1, test=0.0))
+    generate: DpoGenerateSpec | None = None
+    prompt_field: str = Field(
+        "prompt", description="field holding the prompt: text or a list of messages"
+    )
+    chosen_field: str = Field(
+        "chosen", description="preferred response: text, one message or a list of messages"
+    )
+    rejected_field: str = Field("rejected", description="dispreferred response, same forms")
+    tools_field: str = Field("tools", description="field holding the row's tool list, if any")
+    system_prompt: str | None = Field(
+        None, description="system message put before prompts that have none"
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="tools given to rows that carry none of their own"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DpoPrepConfig:
+        if not self.sources and self.generate is None:
+            raise ValueError("dpo prep needs 'sources', 'generate', or both")
+        if self.generate and self.generate.name in {s.name for s in self.sources}:
+            raise ValueError(
+                f"generate.name={self.generate.name!r} clashes with a source name; rename one"
+            )
+        if self.splits.fractions()[1] == 0:
+            raise ValueError(
+                "splits.valid is 0: DPO validates (and reports the held-out margin) on the "
+                "valid split; give it a share, e.g. splits.valid=0.05"
+            )
+        return self
+
+
 PrepConfig = Annotated[
-    PretrainPrepConfig | SftPrepConfig | RlPrepConfig, Field(discriminator="kind")
+    PretrainPrepConfig | SftPrepConfig | RlPrepConfig | DpoPrepConfig,
+    Field(discriminator="kind"),
 ]
 _PREP_ADAPTER: TypeAdapter[Any] = TypeAdapter(PrepConfig)
-_BY_KIND = {"pretrain": PretrainPrepConfig, "sft": SftPrepConfig, "rl": RlPrepConfig}
+_BY_KIND = {
+    "pretrain": PretrainPrepConfig, "sft": SftPrepConfig, "rl": RlPrepConfig,
+    "dpo": DpoPrepConfig,
+}
 
 
 def prep_config(data: dict[str, Any], kind: str | None = None) -> Any:

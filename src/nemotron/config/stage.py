@@ -27,7 +27,12 @@ from pydantic import BaseModel
 
 from nemotron.config.loader import load_config
 from nemotron.config.overrides import apply_overrides, interpolate, parse_override
-from nemotron.config.prep import PretrainPrepConfig, RlPrepConfig, SftPrepConfig
+from nemotron.config.prep import (
+    DpoPrepConfig,
+    PretrainPrepConfig,
+    RlPrepConfig,
+    SftPrepConfig,
+)
 from nemotron.config.schema import PretrainData, SftData, StageConfig, decode
 from nemotron.errors import UserError
 from nemotron.recipes import Stage, configs_root
@@ -56,6 +61,10 @@ class RlPrepStageConfig(StageConfig):
     data: RlPrepConfig
 
 
+class DpoPrepStageConfig(StageConfig):
+    data: DpoPrepConfig
+
+
 # The config class of a stage: by its entry module, and for prep stages by the output kind.
 BY_ENTRY: dict[str, type[StageConfig]] = {
     "pretrain": PretrainStageConfig,
@@ -65,6 +74,7 @@ BY_PREP_OUTPUT: dict[str, type[StageConfig]] = {
     "pretrain-data": PretrainPrepStageConfig,
     "sft-data": SftPrepStageConfig,
     "rl-data": RlPrepStageConfig,
+    "preference-data": DpoPrepStageConfig,
 }
 
 

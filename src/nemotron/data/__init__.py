@@ -1,10 +1,12 @@
-"""Data prep: Megatron .bin/.idx blends (pretrain), packed Parquet (sft), NeMo-RL JSONL (rl).
+"""Data prep: Megatron .bin/.idx blends (pretrain), packed Parquet (sft), NeMo-RL JSONL (rl),
+NeMo-RL preference JSONL (dpo).
 
 Entry points (import the submodule; they load numpy/pyarrow/tokenizers lazily):
 
 - ``nemotron.data.pretrain.prepare(cfg, work_dir, final_dir) -> PretrainPrepResult``
 - ``nemotron.data.sft.prepare(cfg, work_dir, final_dir) -> SftPrepResult``
 - ``nemotron.data.rl.prepare(cfg, work_dir, final_dir) -> RlPrepResult``
+- ``nemotron.data.dpo.prepare(cfg, work_dir, final_dir) -> DpoPrepResult``
 - ``nemotron.data.prepare(cfg, work_dir, final_dir)`` dispatches on ``cfg.kind``
 - ``nemotron.data.fingerprint(cfg) -> str`` (light: the planner calls it)
 

@@ -8,13 +8,15 @@
 - ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
   ``tool_calls`` and ``tools`` (a calculator);
 - ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``;
+- ``dpo/tool_pairs.jsonl``: preference pairs on calculator prompts (``tool_preference_rows``);
 - ``configs/eval/tiny_arithmetic.jsonl`` and ``tiny_chat_choice.jsonl``: the eval questions.
 
 The tiny task is two-term arithmetic with operands 1..20 (``+``, and ``-`` without negative
 results). Every such fact appears in the pretraining text; a fixed third of them
 (``held_out``) never appears in the SFT chats or the RL prompts and makes up the held-out
 eval, so the eval measures what SFT and RL taught about the task, not memorised questions.
-The RL prep's ``generate`` option uses ``arithmetic_problem`` directly.
+The RL prep's ``generate`` option uses ``arithmetic_problem`` directly, the DPO prep's
+``generate`` option ``tool_preference_rows``.
 """
 
 from __future__ import annotations
@@ -297,6 +299,35 @@ def _choice(rng: random.Random, ident: str, question: str, options: list[str]) -
             "label": order.index(0)}
 
 
+# Tool names the rejected responses invent (never offered in ``tools``).
+INVENTED_TOOLS = ["math_solver", "compute", "wolfram", "python_exec", "multiply", "calc_api"]
+
+
+def tool_preference_rows(seed: int = 3, count: int = 400, name: str = "tool-pairs"
+                         ) -> list[dict[str, Any]]:
+    """Pairs against tool hallucination, in the TRL conversational layout: the prompt offers
+    the calculator; chosen calls it in the SFT data's format, rejected calls an invented tool
+    with the same arguments (the format is right, the tool does not exist)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        op = rng.choice(["*", "+", "-"])
+        a, b = rng.randint(11, 99), rng.randint(11, 99)
+        expr = f"{a} {op} {b}"
+        args = json.dumps({"expression": expr})
+
+        def call(tool: str, args: str = args) -> list[dict[str, Any]]:
+            return [{"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": tool, "arguments": args}}]}]
+
+        rows.append({
+            "id": f"{name}-{i}", "tools": [CALCULATOR],
+            "prompt": [{"role": "user", "content": f"Use the calculator: what is {expr}?"}],
+            "chosen": call("calculator"), "rejected": call(rng.choice(INVENTED_TOOLS)),
+        })
+    return rows
+
+
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
@@ -309,6 +340,7 @@ def write_tiny_datasets(root: Path, eval_dir: Path | None = None) -> list[Path]:
         root / "pretrain" / "math.jsonl.gz": gzip.compress(_jsonl(pre["math"]), mtime=0),
         root / "sft" / "chat.jsonl": _jsonl(chat_rows()),
         root / "rl" / "problems.jsonl": _jsonl(rl_rows()),
+        root / "dpo" / "tool_pairs.jsonl": _jsonl(tool_preference_rows()),
     }
     if eval_dir is not None:
         for task, rows in eval_rows().items():

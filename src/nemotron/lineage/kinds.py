@@ -118,10 +118,15 @@ class EvalResults(_Kind):
         return self
 
 
+class PreferenceData(RlData):
+    """Preference pairs for DPO as JSONL (NeMo-RL PreferenceDataset rows), one file per split."""
+
+
 KINDS: dict[str, type[_Kind]] = {
     "pretrain-data": PretrainData,
     "sft-data": SftData,
     "rl-data": RlData,
+    "preference-data": PreferenceData,
     "model": ModelMeta,
     "eval-results": EvalResults,
 }
@@ -178,10 +183,11 @@ def headline(kind: str, metadata: dict[str, Any]) -> str:
         rows = sum((meta.get("rows") or {}).values())
         text = f"pack {meta.get('pack_size')}" if meta.get("pack_size") else ""
         return f"{text} · {human(rows)} rows" if rows else text
-    if kind == "rl-data":
+    if kind in ("rl-data", "preference-data"):
         records = sum((meta.get("records") or {}).values())
+        unit = "prompt" if kind == "rl-data" else "pair"
         if records:
-            return f"{human(records)} prompt{'s' if records != 1 else ''}"
+            return f"{human(records)} {unit}{'s' if records != 1 else ''}"
         return ", ".join(meta.get("splits") or {})
     if kind == "model":
         parts = [meta.get("stage", ""), meta.get("format", "")]
@@ -224,6 +230,7 @@ def infer_metadata(kind: str, path: Path) -> dict[str, Any]:
         "pretrain-data": _infer_pretrain,
         "sft-data": _infer_sft,
         "rl-data": _infer_rl,
+        "preference-data": _infer_rl,
         "model": _infer_model,
         "eval-results": _infer_eval,
     }[kind]
