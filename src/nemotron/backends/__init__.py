@@ -2,7 +2,7 @@
 (Megatron-Bridge), ``nemo_rl`` (NeMo-RL GRPO on Ray), ``evaluator`` (NeMo Evaluator).
 
 A backend is a module ``nemotron.backends.<name>`` with one function per stage entry it
-supports: ``pretrain``, ``sft``, ``rl``, ``eval``, ``model``; each takes
+supports: ``pretrain``, ``sft``, ``rl``, ``dpo``, ``eval``, ``model``; each takes
 ``(job, cfg, work_dir, final_dir)`` and returns the output artifact's metadata dict.
 """
 

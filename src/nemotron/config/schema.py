@@ -266,6 +266,42 @@ class Grpo(Strict):
     ray: bool = runtime(False, why="how the workers are started")
 
 
+class Dpo(Strict):
+    """Direct preference optimisation on chosen/rejected pairs (NeMo-RL on clusters, TRL here)."""
+
+    max_num_steps: int = Field(ge=1)
+    max_num_epochs: int = Field(1, ge=1)
+    global_batch_size: int = Field(ge=1, description="preference pairs per optimizer step")
+    micro_batch_size: int = Field(1, ge=1)
+    max_total_sequence_length: int = Field(ge=8, description="longer pairs are left out")
+    beta: float = Field(0.05, gt=0, description="strength of the pull toward the reference")
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="sigmoid = the DPO loss; ipo, hinge, robust are its variants")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust: label flip rate")
+    preference_loss_weight: float = Field(1.0, ge=0)
+    sft_loss_weight: float = Field(0.0, ge=0, description="NLL on the chosen response (RPO)")
+    average_log_probs: bool = Field(
+        False, description="length-normalise the response log-probs in the preference loss")
+    reference: Literal["initial", "sync"] = Field(
+        "initial", description="initial: the frozen input model; sync: TR-DPO, the reference "
+        "is mixed toward the policy every ref_sync_steps")
+    ref_sync_steps: int = Field(64, ge=1)
+    ref_mixup_alpha: float = Field(0.6, ge=0, le=1)
+    val_period: int | None = Field(None, ge=1, description="validate every N steps")
+    val_global_batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Dpo:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"dpo.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"dpo.micro_batch_size={self.micro_batch_size}")
+        if self.preference_loss_weight == 0 and self.sft_loss_weight == 0:
+            raise ValueError("dpo.preference_loss_weight and dpo.sft_loss_weight are both 0: "
+                             "nothing to train; set preference_loss_weight=1")
+        return self
+
+
 class EvalTask(Strict):
     name: str
     num_fewshot: int | None = Field(None, ge=0)
@@ -316,6 +352,7 @@ class StageConfig(Strict):
     moe: MoeBalancing = MoeBalancing()
     data: NoData = NoData()  # typed by the stage's kind: see nemotron.config.stage
     grpo: Grpo | None = None
+    dpo: Dpo | None = None
     eval: Evaluation | None = None
     op: ModelOp | None = None
 

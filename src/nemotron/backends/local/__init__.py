@@ -6,6 +6,7 @@ One function per stage entry, each ``(job, cfg, work_dir, final_dir) -> metadata
 - ``pretrain``: megatron-core GPTDataset over our blend.json -> HF checkpoint (``pretraining.py``)
 - ``sft``: packed Parquet, unpacked per sequence; full or LoRA (``sft_training.py``)
 - ``rl``: GRPO with TRL and an exact-match reward on our RL JSONL (``grpo.py``)
+- ``dpo``: DPO with TRL on our preference JSONL, held-out margin before/after (``dpo_training.py``)
 - ``eval``: lm-eval on local task files -> results.json (``evaluate.py``)
 - ``model``: merge-lora, export, import (``model_ops.py``)
 
@@ -56,6 +57,13 @@ def sft(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
 def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     _offline()
     from nemotron.backends.local.grpo import run
+
+    return run(job, cfg, Path(work_dir), Path(final_dir))
+
+
+def dpo(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
+    _offline()
+    from nemotron.backends.local.dpo_training import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
@@ -132,6 +140,13 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
                 f"{g.num_generations_per_prompt} generations, {g.max_num_steps} steps, "
                 f"{g.max_new_tokens} new tokens, clip {g.ratio_clip_min}/{g.ratio_clip_max}, "
                 f"KL {g.kl_coeff:g}, reward {g.reward}"]
+    if entry == "dpo" and cfg.dpo is not None:
+        d = cfg.dpo
+        return [f"local: TRL DPOTrainer on <model>: loss {d.loss}, beta {d.beta:g}, reference "
+                f"{d.reference}, sft weight {d.sft_loss_weight:g}; {d.global_batch_size} pairs "
+                f"x {d.max_num_steps} steps, max {d.max_total_sequence_length} tokens",
+                "held-out margin log p(chosen) - log p(rejected) on <data>/val.jsonl, "
+                "before and after"]
     if entry == "eval" and cfg.eval is not None:
         tasks = ", ".join(t.name for t in cfg.eval.tasks)
         return [f"local: lm-eval HFLM on <model>: {tasks}"]
