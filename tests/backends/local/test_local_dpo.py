@@ -7,8 +7,8 @@ import json
 import random
 
 import pytest
-from conftest import TINY_ARCH, make_job
 
+from conftest import TINY_ARCH, make_job
 from nemotron.errors import UserError
 
 
