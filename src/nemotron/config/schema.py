@@ -264,6 +264,9 @@ class Grpo(Strict):
     reward: Literal["exact_match", "nemo_gym"] = "exact_match"
     environments: list[str] = []
     ray: bool = runtime(False, why="how the workers are started")
+    genrm_model: str | None = Field(
+        None, description="GenRM checkpoint (HF folder or id) that judges rollouts in RLHF "
+        "recipes (NeMo-RL super-v3 stage3_rlhf)")
 
 
 class Dpo(Strict):

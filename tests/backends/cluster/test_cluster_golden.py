@@ -57,14 +57,16 @@ def megatron_spec(family: str, stage, config: str, cfg) -> dict:
 
 
 def nemo_rl_spec(family: str, stage, config: str, cfg) -> dict:
+    from nemotron.backends.nemo_rl.preference import to_nemo_rl_dpo
     from nemotron.backends.nemo_rl.translate import RlInputs, to_nemo_rl
 
     nodes = cfg.run.env.nodes or stage.resources.get("nodes", 1)
+    data = "/data/dpo" if stage.entry == "dpo" else "/data/rl"
     inputs = RlInputs(out_dir="/run/out", model="/models/policy-hf",
-                      train="/data/rl/train.jsonl", validation="/data/rl/validation.jsonl",
+                      train=f"{data}/train.jsonl", validation=f"{data}/validation.jsonl",
                       nodes=nodes, gpus_per_node=8, wandb_project="nemotron",
                       run_name=f"{family}-{stage.name}-{config}", sif_dir="/sif")
-    return to_nemo_rl(cfg, inputs)
+    return (to_nemo_rl_dpo if stage.entry == "dpo" else to_nemo_rl)(cfg, inputs)
 
 
 def evaluator_spec(cfg) -> dict:

@@ -1,4 +1,5 @@
-"""The ``nemo_rl`` backend: GRPO with NeMo-RL and NeMo-Gym on the allocation's Ray cluster.
+"""The ``nemo_rl`` backend: GRPO with NeMo-RL and NeMo-Gym on the allocation's Ray cluster, and
+DPO with NeMo-RL's ``run_dpo.py`` (``preference.py``).
 
 The Slurm launcher starts Ray across the job's nodes (``launcher: ray``) and runs the stage on
 the head node; :func:`rl` resolves the policy checkpoint (exporting a Megatron one to Hugging
@@ -20,7 +21,7 @@ from nemotron.errors import UserError
 
 
 def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    from nemotron.backends.nemo_rl.translate import RlInputs, nest, to_nemo_rl
+    from nemotron.backends.nemo_rl.translate import RlInputs, needs_genrm, nest, to_nemo_rl
     from nemotron.backends.nemo_rl.versions import resolve_target
 
     target, _ = resolve_target(cfg.run.container_version, cfg.run.container)
@@ -35,6 +36,10 @@ def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         run_name=job.job.id, sif_dir=os.environ.get("NEMOTRON_SIF_DIR"),
     )
     spec = to_nemo_rl(cfg, inputs)
+    if needs_genrm(spec):
+        raise UserError(f"NeMo-RL recipe {spec['target']['recipe']} judges rollouts with a GenRM "
+                        "and no GenRM checkpoint is set",
+                        hint="set grpo.genrm_model=<HF folder or id of the GenRM>")
     root = nemo_rl_root(target)
     import yaml
 
@@ -48,6 +53,12 @@ def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     if code:
         raise RuntimeError(f"NeMo-RL GRPO exited with code {code}; logs in {work_dir / 'logs'}")
     return rl_metadata(spec, job, work_dir)
+
+
+def dpo(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
+    from nemotron.backends.nemo_rl.preference import run_dpo
+
+    return run_dpo(job, cfg, work_dir, final_dir)
 
 
 def nemo_rl_root(target) -> str:
@@ -67,7 +78,7 @@ def nemo_rl_root(target) -> str:
 def rl_splits(job) -> tuple[str, str | None]:
     ref = job.inputs.get("data")
     if ref is None:
-        raise UserError("rl needs an rl-data input (run.data=...)")
+        raise UserError(f"{job.job.stage} needs a data input (run.data=...)")
     splits = (ref.metadata or {}).get("splits") or {}
     root = Path(ref.path)
 
@@ -151,12 +162,20 @@ def rl_metadata(spec: dict[str, Any], job, work_dir: Path) -> dict[str, Any]:
 
 def describe(cfg, entry: str, stage: str) -> list[str]:
     """What the node will run, for a dry-run (pure; placeholders for node-side paths)."""
-    from nemotron.backends.nemo_rl.translate import RlInputs, to_nemo_rl
+    from nemotron.backends.nemo_rl.translate import RlInputs, needs_genrm, to_nemo_rl
 
+    if entry == "dpo":
+        from nemotron.backends.nemo_rl.preference import describe as describe_dpo
+
+        return describe_dpo(cfg)
     inputs = RlInputs(out_dir="<out>", model="<model as HF>", train="<data>/train.jsonl",
                       validation="<data>/validation.jsonl", sif_dir="<NEMOTRON_SIF_DIR>")
     spec = to_nemo_rl(cfg, inputs)
     target = spec["target"]
-    return [f"NeMo-RL {target['version']} @ {target['nemo_rl_commit'][:10]}: "
-            f"{spec['base_recipe']} + {len(spec['overrides'])} overrides (<out>/grpo.yaml)",
-            f"python <nemo-rl>/{spec['entry']} --config <out>/grpo.yaml  (joins the Ray cluster)"]
+    lines = [f"NeMo-RL {target['version']} @ {target['nemo_rl_commit'][:10]}: "
+             f"{spec['base_recipe']} + {len(spec['overrides'])} overrides (<out>/grpo.yaml)",
+             f"python <nemo-rl>/{spec['entry']} --config <out>/grpo.yaml  (joins the Ray cluster)"]
+    if needs_genrm(spec):
+        lines.append("GenRM: no checkpoint set; the job stops until grpo.genrm_model=<HF folder "
+                     "or id> is given")
+    return lines

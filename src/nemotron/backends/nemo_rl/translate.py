@@ -20,6 +20,8 @@ from nemotron.errors import UserError
 MODEL_SERVER = "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml"
 SCHEDULES = {"constant": "constant", "cosine": "cosine", "linear": "linear", "wsd": "WSD"}
 MEGATRON = "policy.megatron_cfg"
+# Where stage3_rlhf names the GenRM checkpoint its judge server loads.
+GENRM_MODEL = "env.nemo_gym.genrm_model.responses_api_models.vllm_model.model"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def to_nemo_rl(cfg: StageConfig, inputs: RlInputs, target_version: str | None = 
                ) -> dict[str, Any]:
     target, recipe = resolve_target(target_version or cfg.run.container_version,
                                     cfg.run.container)
-    grpo, opt, par, sched = cfg.grpo, cfg.optimizer, cfg.parallel, cfg.scheduler
+    grpo, opt = cfg.grpo, cfg.optimizer
     if grpo is None or opt is None:
         raise UserError("the nemo_rl backend needs grpo and optimizer sections")
     if grpo.reward != "nemo_gym":
@@ -69,6 +71,50 @@ def to_nemo_rl(cfg: StageConfig, inputs: RlInputs, target_version: str | None = 
         "loss_fn.ratio_clip_min": grpo.ratio_clip_min,
         "loss_fn.ratio_clip_max": grpo.ratio_clip_max,
         "loss_fn.token_level_loss": grpo.token_level_loss,
+        **megatron_policy(cfg, inputs),
+    }
+    if target.data_keys == "jsonl_fpath":
+        out["data.train_jsonl_fpath"] = inputs.train
+        out["data.validation_jsonl_fpath"] = inputs.validation or inputs.train
+    else:
+        out["data.train.data_path"] = inputs.train
+        out["data.validation.data_path"] = inputs.validation or inputs.train
+    if grpo.environments:
+        out["env.nemo_gym.config_paths"] = [MODEL_SERVER] + [
+            environment_config(e) for e in grpo.environments]
+    if grpo.genrm_model:
+        out[GENRM_MODEL] = grpo.genrm_model
+    base = target.recipe(recipe)
+    if "sif_dir" in base["keys"]:
+        if not inputs.sif_dir:
+            raise UserError(
+                f"the NeMo-RL recipe {recipe} runs SWE agents in Apptainer images",
+                hint="set env_vars.NEMOTRON_SIF_DIR=<folder of .sif images> in the profile",
+            )
+        out["sif_dir"] = inputs.sif_dir
+    check_keys(out, base["keys"], f"NeMo-RL {target.key} recipe {recipe}")
+    return {
+        "target": {"version": target.key, "recipe": recipe, "container": target.container,
+                   "nemo_rl_commit": target.facts["nemo_rl_commit"]},
+        "base_recipe": base["path"],
+        "entry": target.facts["entry"],
+        "overrides": dict(sorted(out.items())),
+    }
+
+
+def needs_genrm(spec: dict[str, Any]) -> bool:
+    """The recipe judges with a GenRM and no checkpoint was given for it."""
+    from nemotron.backends.nemo_rl.versions import resolve_target
+
+    target, recipe = resolve_target(f"{spec['target']['version']}/{spec['target']['recipe']}")
+    return GENRM_MODEL in target.recipe(recipe)["keys"] and GENRM_MODEL not in spec["overrides"]
+
+
+def megatron_policy(cfg: StageConfig, inputs: RlInputs) -> dict[str, Any]:
+    """The keys every Megatron-policy recipe shares: the policy checkpoint, its parallelism,
+    optimizer and scheduler, where checkpoints and logs go, the cluster shape and W&B."""
+    opt, par, sched = cfg.optimizer, cfg.parallel, cfg.scheduler
+    out: dict[str, Any] = {
         "policy.model_name": inputs.model,
         "policy.tokenizer.name": inputs.model,
         f"{MEGATRON}.tensor_model_parallel_size": par.tp,
@@ -91,42 +137,25 @@ def to_nemo_rl(cfg: StageConfig, inputs: RlInputs, target_version: str | None = 
         "cluster.num_nodes": inputs.nodes,
         "cluster.gpus_per_node": inputs.gpus_per_node,
     }
-    if target.data_keys == "jsonl_fpath":
-        out["data.train_jsonl_fpath"] = inputs.train
-        out["data.validation_jsonl_fpath"] = inputs.validation or inputs.train
-    else:
-        out["data.train.data_path"] = inputs.train
-        out["data.validation.data_path"] = inputs.validation or inputs.train
-    if grpo.environments:
-        out["env.nemo_gym.config_paths"] = [MODEL_SERVER] + [
-            environment_config(e) for e in grpo.environments]
     project = cfg.logging.wandb_project or inputs.wandb_project
     use_wandb = bool(cfg.run.wandb and project)
     out["logger.wandb_enabled"] = use_wandb
     if use_wandb:
         out["logger.wandb.project"] = project
         out["logger.wandb.name"] = inputs.run_name
-    base = target.recipe(recipe)
-    if "sif_dir" in base["keys"]:
-        if not inputs.sif_dir:
-            raise UserError(
-                f"the NeMo-RL recipe {recipe} runs SWE agents in Apptainer images",
-                hint="set env_vars.NEMOTRON_SIF_DIR=<folder of .sif images> in the profile",
-            )
-        out["sif_dir"] = inputs.sif_dir
-    unknown = [k for k in out if k not in base["keys"]]
+    return out
+
+
+def check_keys(overrides: dict[str, Any], keys: list[str], where: str) -> None:
+    """Every override must name a key of the base recipe (or a section of it, set whole)."""
+    known = set(keys)
+    unknown = [k for k in overrides
+               if k not in known and not any(x.startswith(f"{k}.") for x in known)]
     if unknown:
         raise UserError(
-            f"NeMo-RL {target.key} recipe {recipe} has no key(s): {', '.join(unknown)}",
+            f"{where} has no key(s): {', '.join(unknown)}",
             hint="the translation and the pinned recipe disagree; target another version",
         )
-    return {
-        "target": {"version": target.key, "recipe": recipe, "container": target.container,
-                   "nemo_rl_commit": target.facts["nemo_rl_commit"]},
-        "base_recipe": base["path"],
-        "entry": target.facts["entry"],
-        "overrides": dict(sorted(out.items())),
-    }
 
 
 def nest(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Derive the key paths of the NeMo-RL GRPO recipes our nemo_rl backend writes on top of.
+"""Derive the key paths of the NeMo-RL GRPO and DPO recipes our nemo_rl backend writes on top of.
 
 Reads a NeMo-RL git repository (a bare clone is fine) at the branches the containers ship,
 loads each base recipe YAML (following ``defaults:``), and writes its dotted key paths (lists
@@ -34,6 +34,16 @@ TARGETS = {
     },
 }
 ENTRY = "examples/nemo_gym/run_grpo_nemo_gym.py"
+# DPO (nano-v3 only): run_dpo.py over examples/configs/dpo.yaml. The PreferenceDataset keys
+# are read by the loader but only commented in dpo.yaml: each must appear, quoted, in the loader
+# files at the pinned commit. (super-v3 moved them under data.train / data.validation.)
+DPO_VERSIONS = ("nano-v3",)
+DPO = {"entry": "examples/run_dpo.py", "recipes": {"dpo": "examples/configs/dpo.yaml"},
+       "loader_keys": {"data.train_data_path": "train_data_path",
+                       "data.val_data_path": "val_data_path",
+                       "data.val_data_paths": "val_data_paths"},
+       "loader_files": ["examples/run_dpo.py",
+                        "nemo_rl/data/datasets/preference_datasets/__init__.py"]}
 
 
 def show(repo: Path, ref: str, path: str) -> str:
@@ -73,6 +83,19 @@ def flatten(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def recipe_keys(repo: Path, commit: str, recipes: dict[str, str]) -> dict:
+    return {name: {"path": path, "keys": sorted(flatten(load(repo, commit, path)))}
+            for name, path in recipes.items()}
+
+
+def loader_keys(repo: Path, commit: str) -> list[str]:
+    code = "".join(show(repo, commit, path) for path in DPO["loader_files"])
+    missing = [k for k, name in DPO["loader_keys"].items() if f'"{name}"' not in code]
+    if missing:
+        raise SystemExit(f"{commit[:10]}: the DPO loader reads none of {missing}")
+    return sorted(DPO["loader_keys"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True, help="NeMo-RL git dir")
@@ -86,9 +109,14 @@ def main() -> None:
         versions[version] = {
             "nemo_rl_commit": commit,
             "entry": ENTRY,
-            "recipes": {name: {"path": path, "keys": sorted(flatten(load(args.repo, commit, path)))}
-                        for name, path in spec["recipes"].items()},
+            "recipes": recipe_keys(args.repo, commit, spec["recipes"]),
         }
+        if version in DPO_VERSIONS:
+            show(args.repo, commit, DPO["entry"])
+            versions[version]["dpo"] = {
+                "entry": DPO["entry"],
+                "recipes": recipe_keys(args.repo, commit, DPO["recipes"]),
+                "loader_keys": loader_keys(args.repo, commit)}
     data = {"about": "Key paths of NeMo-RL base recipes, derived by "
                      "tests/backends/cluster/tools/extract_nemo_rl_keys.py; names only.",
             "versions": versions}
