@@ -351,6 +351,21 @@ def write_tiny_datasets(root: Path, eval_dir: Path | None = None) -> list[Path]:
     return list(files)
 
 
+def write_eval_pairs(dest: Path, seed: int = 4, count: int = 40) -> Path:
+    """Held-out tool-call pairs (another seed than the DPO data, no prompt of it) as the DPO
+    prep writes them, for the ``preference_margin`` eval task."""
+    from nemotron.data.dpo import build_pair
+
+    shared = {"prompt_field": "prompt", "chosen_field": "chosen", "rejected_field": "rejected",
+              "tools_field": "tools", "system_prompt": None, "tools": None}
+    seen = {json.dumps(r["prompt"]) for r in tool_preference_rows()}
+    fresh = [r for r in tool_preference_rows(seed, 2 * count, "eval-pairs")
+             if json.dumps(r["prompt"]) not in seen][:count]
+    rows = [build_pair(r, "tiny-tool-preference", shared) for r in fresh]
+    dest.write_bytes(_jsonl(rows))
+    return dest
+
+
 def write_tiny_tokenizer(dest: Path, vocab_size: int = 4096) -> Path:
     """Train the shipped byte-level BPE on the tiny pretrain and chat text."""
     from nemotron.config.prep import TokenizerTrainSpec
@@ -375,6 +390,8 @@ def main(argv: list[str]) -> int:
     root = Path(argv[0]) if argv else repo_root() / "configs" / "datasets" / "tiny"
     for path in write_tiny_datasets(root, repo_root() / "configs" / "eval"):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
+    pairs = write_eval_pairs(repo_root() / "configs" / "eval" / "tiny_tool_preference.jsonl")
+    print(f"wrote {pairs}")
     tok = write_tiny_tokenizer(repo_root() / "configs" / "tokenizers" / "tiny-bpe")
     print(f"wrote {tok}")
     return 0

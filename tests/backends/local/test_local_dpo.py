@@ -82,3 +82,17 @@ def test_dpo_raises_the_held_out_margin(tmp_path, preference_data, base_model):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert not (work / "checkpoints").exists()
     AutoModelForCausalLM.from_pretrained(str(work))  # a plain HF checkpoint again
+
+    # eval reports the same held-out margin for the saved model (the preference_margin task)
+    from nemotron.backends.local import eval as eval_entry
+
+    task = tmp_path / "held_out_pairs.yaml"
+    task.write_text("task: held_out_pairs\noutput_type: preference_margin\n"
+                    f"dataset_kwargs: {{data_files: {{test: {preference_data / 'val.jsonl'}}}}}\n")
+    config = {"run": {"backend": "local"}, "eval": {"tasks": [
+        {"name": "held_out_pairs", "path": str(task)}]}}
+    job, cfg, ework, efinal = make_job(tmp_path / "eval", "eval", config,
+                                       {"model": ("model", work)})
+    results = eval_entry(job, cfg, ework, efinal)["results"]["held_out_pairs"]
+    assert results["margin"] == pytest.approx(metrics["margin"], rel=1e-3)
+    assert results["pair_accuracy"] == metrics["pair_accuracy"]

@@ -10,6 +10,10 @@ The YAML's ``data_files`` are made absolute (relative to the YAML) in a copy und
 folder, so lm-eval never depends on the working directory or the hub. Models whose tokenizer
 has a chat template are evaluated through it (``apply_chat_template``), as they were trained.
 
+A task whose YAML says ``output_type: preference_margin`` is ours, not lm-eval's: its
+``data_files.test`` holds preference pairs (NeMo-RL rows, as ``data prep dpo`` writes them) and
+it reports the mean log p(chosen) - log p(rejected) (``margin``) and ``pair_accuracy``.
+
 Output: ``results.json`` ({"results": {task: {metric: value}} of the ``model`` input,
 "models": {label: {task: {metric: value}}}, ...}), per-model, per-task sample files
 (``samples_<task>.jsonl`` for the ``model`` input, ``<label>/samples_<task>.jsonl`` for the
@@ -127,8 +131,11 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     device = modeling.setup_torch(cfg.run.env.cpus_per_task)
     models = model_inputs(job)
     tasks_dir = work_dir / "tasks"
+    margin_tasks = {}
     for task in ev.tasks:
-        localized_task(task.name, task_yaml_path(task.name, task.path), tasks_dir)
+        local = localized_task(task.name, task_yaml_path(task.name, task.path), tasks_dir)
+        if is_margin_task(local):
+            margin_tasks[task.name] = local
     datasets.disable_progress_bars()
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     by_model: dict[str, dict[str, dict[str, float]]] = {}
@@ -138,7 +145,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     for label, model_dir in models:  # samples of the model input on top, others per label
         table, counts, chats[label] = _evaluate_model(
             label, model_dir, cfg, manager, device,
-            work_dir if label == primary_label else work_dir / label)
+            work_dir if label == primary_label else work_dir / label, margin_tasks)
         by_model[label] = table
     table = by_model[primary_label]
     primary_task = ev.tasks[0].name
@@ -189,8 +196,10 @@ def model_inputs(job) -> list[tuple[str, Path]]:
     return out
 
 
-def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_dir: Path):
-    """lm-eval of one model on every task: ({task: {metric: value}}, {task: n}, chat?)."""
+def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_dir: Path,
+                    margin_tasks: dict[str, Path]):
+    """lm-eval (or our margin task) of one model on every task: ({task: {metric: value}},
+    {task: n}, chat?)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -211,6 +220,11 @@ def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_d
     counts: dict[str, int] = {}
     samples_dir.mkdir(parents=True, exist_ok=True)
     for task in ev.tasks:
+        if task.name in margin_tasks:
+            table[task.name], counts[task.name] = _margin_task(
+                model, tokenizer, margin_tasks[task.name], task.limit,
+                samples_dir / f"samples_{task.name}.jsonl")
+            continue
         print(f"[eval] {label}: {task.name} on {model_dir.name}"
               f"{' (chat template)' if chat else ' (plain text)'}", flush=True)
         out = simple_evaluate(
@@ -228,6 +242,34 @@ def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_d
         counts[task.name] = len(samples)
         _write_samples(samples_dir / f"samples_{task.name}.jsonl", samples)
     return table, counts, chat
+
+
+def is_margin_task(local_yaml: Path) -> bool:
+    import yaml
+
+    return (yaml.safe_load(local_yaml.read_text()) or {}).get("output_type") == \
+        "preference_margin"
+
+
+def _margin_task(model, tokenizer, local_yaml: Path, limit: int | None, samples: Path
+                 ) -> tuple[dict[str, float], int]:
+    """Our preference_margin task: the held-out log-prob margin of chosen over rejected."""
+    import yaml
+
+    from nemotron.backends.local import preference
+
+    spec = yaml.safe_load(local_yaml.read_text())
+    files = (spec.get("dataset_kwargs") or {}).get("data_files") or {}
+    if "test" not in files:
+        raise UserError(f"{local_yaml.name}: a preference_margin task needs "
+                        "dataset_kwargs.data_files.test (preference pairs)")
+    pairs = preference.read_pairs(Path(files["test"]))[:limit]
+    print(f"[eval] {spec['task']}: log-prob margin of chosen over rejected on {len(pairs)} "
+          "pairs", flush=True)
+    values = preference.margins(model, tokenizer, pairs)
+    samples.write_text("".join(json.dumps({"doc_id": i, "margin": v}) + "\n"
+                               for i, v in enumerate(values)))
+    return preference.summary(values), len(values)
 
 
 def _write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
