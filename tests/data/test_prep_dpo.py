@@ -8,8 +8,8 @@ import json
 import pytest
 from prep_corpus import write_jsonl
 
+from nemotron.config.prep import DpoPrepConfig, prep_config
 from nemotron.data import dpo
-from nemotron.data.schema import DpoPrepConfig, prep_config
 from nemotron.data.tiny_corpus import tool_preference_rows
 from nemotron.errors import UserError
 from tests.cli_fixtures import cli, home  # noqa: F401

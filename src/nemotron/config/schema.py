@@ -290,8 +290,8 @@ class Dpo(Strict):
         "is mixed toward the policy every ref_sync_steps")
     ref_sync_steps: int = Field(64, ge=1)
     ref_mixup_alpha: float = Field(0.6, ge=0, le=1)
-    val_period: int | None = Field(None, ge=1, description="validate every N steps")
-    val_global_batch_size: int = Field(8, ge=1)
+    val_period: int | None = runtime(None, why="validation interval", ge=1)
+    val_global_batch_size: int = runtime(8, why="validation only measures", ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Dpo:

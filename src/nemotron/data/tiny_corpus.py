@@ -352,16 +352,16 @@ def write_tiny_datasets(root: Path, eval_dir: Path | None = None) -> list[Path]:
 
 
 def write_eval_pairs(dest: Path, seed: int = 4, count: int = 40) -> Path:
-    """Held-out tool-call pairs (another seed than the DPO data, no prompt of it) as the DPO
-    prep writes them, for the ``preference_margin`` eval task."""
-    from nemotron.data.dpo import build_pair
-
-    shared = {"prompt_field": "prompt", "chosen_field": "chosen", "rejected_field": "rejected",
-              "tools_field": "tools", "system_prompt": None, "tools": None}
+    """Held-out tool-call pairs (another seed than the DPO data, no prompt of it) as NeMo-RL
+    preference rows (what ``data prep dpo`` writes), for the ``preference_margin`` eval task."""
     seen = {json.dumps(r["prompt"]) for r in tool_preference_rows()}
     fresh = [r for r in tool_preference_rows(seed, 2 * count, "eval-pairs")
              if json.dumps(r["prompt"]) not in seen][:count]
-    rows = [build_pair(r, "tiny-tool-preference", shared) for r in fresh]
+    rows = [{"context": r["prompt"],
+             "completions": [{"rank": 0, "completion": r["chosen"]},
+                             {"rank": 1, "completion": r["rejected"]}],
+             "tools": r["tools"], "dataset": "tiny-tool-preference", "id": r["id"]}
+            for r in fresh]
     dest.write_bytes(_jsonl(rows))
     return dest
 

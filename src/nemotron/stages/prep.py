@@ -1,9 +1,10 @@
 """Entry point of the data prep stages: ``python -m nemotron.stages.prep --job job.yaml``.
 
 The job's config decodes (``Job.stage_config``) into the prep config of the kind the stage
-writes (pretrain, sft, rl or preference data, from the output kind in family.yaml), which is handed to
-``nemotron.data``. Under Slurm with several tasks (SLURM_NTASKS > 1) every task encodes its
-share of the work units and task 0 finalizes; only task 0 returns the artifact metadata.
+writes (pretrain, sft, rl or preference data, from the output kind in family.yaml), which is
+handed to ``nemotron.data``. Under Slurm with several tasks (SLURM_NTASKS > 1) every task
+encodes its share of the work units and task 0 finalizes; only task 0 returns the artifact
+metadata.
 """
 
 from __future__ import annotations
