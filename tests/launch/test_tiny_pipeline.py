@@ -1,6 +1,7 @@
-"""The newcomer's main job, shortened: `nemotron nano3 pipe -c tiny` through all seven stages
-(real data prep, real training, GRPO and lm-eval, a few steps each) on CPU; the same seed gives
-the same weights and eval numbers, another seed other weights."""
+"""The newcomer's main job, shortened: `nemotron nano3 pipe -c tiny` through all ten stages
+(real data prep, real training, GRPO, Stage 2's rl -> rlhf -> dpo and lm-eval, a few steps
+each) on CPU; the same seed gives the same weights and eval numbers, another seed other
+weights."""
 
 import hashlib
 import json
@@ -15,14 +16,16 @@ SHORT = [
     *(f"pretrain.{o}" for o in STAGE_SHORT["pretrain"]),
     "sft.train.train_iters=6", "sft.scheduler.warmup_iters=2", "sft.train.eval_interval=6",
     "sft.checkpoint.save_interval=6",
-    "rl.grpo.max_num_steps=2",
+    "rl.grpo.max_num_steps=2", "rlhf.grpo.max_num_steps=1", "dpo.dpo.max_num_steps=6",
     "eval.eval.tasks=[{name: tiny_arithmetic, path: configs/eval/tiny_arithmetic.yaml, limit: 8},"
-    " {name: tiny_chat_choice, path: configs/eval/tiny_chat_choice.yaml, limit: 8}]",
+    " {name: tiny_chat_choice, path: configs/eval/tiny_chat_choice.yaml, limit: 8},"
+    " {name: tiny_tool_preference, path: configs/eval/tiny_tool_preference.yaml, limit: 8}]",
 ]
 CHAIN = [("prep-pretrain", "nano3-pretrain-data-tiny"), ("pretrain", "nano3-pretrain-model-tiny"),
          ("prep-sft", "nano3-sft-data-tiny"), ("sft", "nano3-sft-model-tiny"),
          ("prep-rl", "nano3-rl-data-tiny"), ("rl", "nano3-rl-model-tiny"),
-         ("eval", "nano3-eval-results-tiny")]
+         ("rlhf", "nano3-rlhf-model-tiny"), ("prep-dpo", "nano3-dpo-data-tiny"),
+         ("dpo", "nano3-dpo-model-tiny"), ("eval", "nano3-eval-results-tiny")]
 
 
 def test_tiny_pipe_end_to_end(cli, home):
@@ -44,7 +47,16 @@ def test_tiny_pipe_end_to_end(cli, home):
     pretrain = arts["nano3-pretrain-model-tiny"].metadata
     assert pretrain["metrics"]["loss"] < pretrain["metrics"]["initial_loss"] - 2.0
     results = arts["nano3-eval-results-tiny"].metadata["results"]
-    assert {"tiny_arithmetic", "tiny_chat_choice"} <= set(results)
+    assert {"tiny_arithmetic", "tiny_chat_choice", "tiny_tool_preference"} <= set(results)
+    # Stage 2: each stage consumes the model the previous one made in this pipe
+    made_from = {name: {i.role: i.ref for i in art.inputs} for name, art in arts.items()}
+    assert made_from["nano3-rlhf-model-tiny"] == {"data": "nano3-rl-data-tiny:v0",
+                                                  "model": "nano3-rl-model-tiny:v0"}
+    assert made_from["nano3-dpo-model-tiny"] == {"data": "nano3-dpo-data-tiny:v0",
+                                                 "model": "nano3-rlhf-model-tiny:v0"}
+    assert made_from["nano3-eval-results-tiny"]["model"] == "nano3-dpo-model-tiny:v0"
+    dpo = arts["nano3-dpo-model-tiny"].metadata["metrics"]
+    assert dpo["margin"] > dpo["initial_margin"], dpo  # on the held-out pairs
 
     again = cli("nano3", "pipe", "-c", "tiny", *SHORT)  # everything exists: all skipped
     assert again.exit_code == 0, again.output[-2000:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,97 @@ from nemotron.errors import UserError
 FILE_NAMES = {"train": "train.jsonl", "valid": "val.jsonl", "test": "test.jsonl"}
 NEMO_RL_SPLITS = {"train": "train", "valid": "val", "test": "test"}  # names in the result
 UNITS_DIR = f"{STATE_DIR}/units"
+
+
+@dataclass(frozen=True)
+class JsonlPrepResult:
+    """What an rl or dpo prep wrote; ``metadata()`` is the artifact's lineage metadata."""
+
+    path: Path
+    manifest_path: Path
+    files: dict[str, str | None]  # train/val/test -> file name in the folder, None when empty
+    rows: dict[str, int]
+    datasets: dict[str, dict[str, Any]]
+    bad_rows: int
+    manifest_sha256: str
+    config_hash: str
+    reused: bool = False
+    elapsed_s: float = 0.0
+    layout: str | None = None  # the reader's name for the row layout, when it has one
+
+    def metadata(self) -> dict[str, Any]:
+        """``rl-data`` / ``preference-data`` metadata (files relative to the artifact folder)."""
+        extra = {
+            "format": FORMAT_VERSION,
+            "manifest": MANIFEST,
+            "manifest_sha256": self.manifest_sha256,
+            "config_hash": self.config_hash,
+            "datasets": self.datasets,
+            "bad_rows": self.bad_rows,
+            "reused": self.reused,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+        if self.layout:
+            extra["layout"] = self.layout
+        return {
+            "splits": {s: f for s, f in self.files.items() if f},
+            "records": {s: n for s, n in self.rows.items() if n},
+            "extra": extra,
+        }
+
+
+@dataclass(frozen=True)
+class JsonlKind:
+    """One JSONL prep kind: its worker task, what it calls a row, how workers are configured."""
+
+    kind: str  # rl | dpo
+    task: str  # "module:function" of the worker body
+    what: str  # rows | pairs (in messages and the summary)
+    shared: Callable[[Any], dict[str, Any]]  # cfg -> what every worker needs
+    layout: str | None = None
+
+    def prepare(self, cfg: Any, work_dir: Path, final_dir: Path | None, *, progress: bool,
+                rank: int | None, world_size: int | None) -> JsonlPrepResult | None:
+        """Write the split files into ``work_dir`` (multi-task: task 0 finalizes)."""
+        rank, world_size = common.rank_from_env(rank, world_size)
+        state = setup_state(cfg, work_dir, final_dir, progress)
+        return common.drive_prepare(
+            state, cfg.force, self.task, lambda: self.shared(cfg), self._finalize, self._result,
+            rank=rank, world_size=world_size, on_reuse=drop_parts_on_reuse,
+        )
+
+    def finalize(self, cfg: Any, work_dir: Path, final_dir: Path | None, *, progress: bool
+                 ) -> JsonlPrepResult:
+        state = setup_state(cfg, work_dir, final_dir, progress)
+        return common.drive_finalize(state, cfg.force, self._finalize, self._result,
+                                     on_reuse=None)
+
+    def _finalize(self, state: RunState) -> JsonlPrepResult:
+        merged = merge_parts(state, self.kind, dataset_names(state.cfg), self.what)
+        result = self._result(state, merged.manifest, reused=False)
+        print_summary(state, merged, f"{self.kind} prep: {fmt_count(sum(merged.rows.values()))} "
+                      f"{self.what}, {result.bad_rows} bad rows", column=self.what)
+        return result
+
+    def _result(self, state: RunState, manifest: dict[str, Any], reused: bool
+                ) -> JsonlPrepResult:
+        path = state.work_dir / MANIFEST
+        files = {NEMO_RL_SPLITS[s]: v["file"] for s, v in manifest["splits"].items()}
+        rows = {NEMO_RL_SPLITS[s]: v["rows"] for s, v in manifest["splits"].items()}
+        return JsonlPrepResult(
+            path=state.final_dir,
+            manifest_path=path,
+            files=files,
+            rows=rows,
+            datasets={n: {"rows": d["rows"], "bad_rows": d["bad_rows"]}
+                      for n, d in manifest["datasets"].items()},
+            bad_rows=sum(d["bad_rows"]["bad"] for d in manifest["datasets"].values()),
+            manifest_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            config_hash=manifest["config_hash"],
+            reused=reused,
+            elapsed_s=time.perf_counter() - state.t_start,
+            layout=self.layout,
+        )
 
 
 class SplitBuffers:
@@ -184,17 +276,6 @@ def drop_parts(work_dir: Path) -> None:
 
 def drop_parts_on_reuse(state: RunState, _manifest: dict[str, Any]) -> None:
     drop_parts(state.work_dir)  # in case a kill came right after the manifest
-
-
-def split_summary(manifest: dict[str, Any]) -> tuple[dict[str, str | None], dict[str, int]]:
-    """(files, rows) by NeMo-RL split name (train/val/test) from a manifest."""
-    files = {NEMO_RL_SPLITS[s]: v["file"] for s, v in manifest["splits"].items()}
-    rows = {NEMO_RL_SPLITS[s]: v["rows"] for s, v in manifest["splits"].items()}
-    return files, rows
-
-
-def bad_total(manifest: dict[str, Any]) -> int:
-    return sum(d["bad_rows"]["bad"] for d in manifest["datasets"].values())
 
 
 RowBuilder = Callable[[dict[str, Any], str, dict[str, Any]], tuple[dict[str, Any], str]]

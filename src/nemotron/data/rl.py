@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nemotron.data import common, jsonl
-from nemotron.data.common import MANIFEST, RunState
+from nemotron.data import jsonl
 from nemotron.data.engine import Unit
-from nemotron.data.fingerprint import FORMAT_VERSION
-from nemotron.data.progress import fmt_count
 
 if TYPE_CHECKING:  # the worker side never needs pydantic
     from nemotron.config.prep import RlPrepConfig
@@ -35,35 +30,7 @@ TASK = "nemotron.data.rl:build_unit"
 AGENT_TYPE = "responses_api_agents"
 
 
-@dataclass(frozen=True)
-class RlPrepResult:
-    path: Path
-    manifest_path: Path
-    files: dict[str, str | None]  # train/val/test -> file name in the folder, None when empty
-    rows: dict[str, int]
-    datasets: dict[str, dict[str, Any]]
-    bad_rows: int
-    manifest_sha256: str
-    config_hash: str
-    reused: bool = False
-    elapsed_s: float = 0.0
-
-    def metadata(self) -> dict[str, Any]:
-        """The ``rl-data`` lineage metadata (files relative to the artifact folder)."""
-        return {
-            "splits": {s: f for s, f in self.files.items() if f},
-            "records": {s: n for s, n in self.rows.items() if n},
-            "extra": {
-                "format": FORMAT_VERSION,
-                "manifest": MANIFEST,
-                "manifest_sha256": self.manifest_sha256,
-                "config_hash": self.config_hash,
-                "datasets": self.datasets,
-                "bad_rows": self.bad_rows,
-                "reused": self.reused,
-                "elapsed_s": round(self.elapsed_s, 3),
-            },
-        }
+RlPrepResult = jsonl.JsonlPrepResult
 
 
 # ---------------------------------------------------------------------------- rewards
@@ -158,33 +125,17 @@ def build_unit(unit: Unit, shared: dict[str, Any], root: Path, report: Any) -> d
 # ---------------------------------------------------------------------------- driver side
 
 
-def _setup(cfg: RlPrepConfig, work_dir: Path, final_dir: Path | None, progress: bool):
-    return jsonl.setup_state(cfg, work_dir, final_dir, progress)
-
-
-def prepare(
-    cfg: RlPrepConfig,
-    work_dir: Path,
-    final_dir: Path | None = None,
-    *,
-    progress: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> RlPrepResult | None:
+def prepare(cfg: RlPrepConfig, work_dir: Path, final_dir: Path | None = None, *,
+            progress: bool = True, rank: int | None = None, world_size: int | None = None
+            ) -> RlPrepResult | None:
     """Write train/val/test JSONL into ``work_dir`` (multi-task: task 0 finalizes)."""
-    rank, world_size = common.rank_from_env(rank, world_size)
-    state = _setup(cfg, work_dir, final_dir, progress)
-    return common.drive_prepare(
-        state, cfg.force, TASK, lambda: _shared(cfg), _finalize, _result,
-        rank=rank, world_size=world_size, on_reuse=jsonl.drop_parts_on_reuse,
-    )
+    return KIND.prepare(cfg, work_dir, final_dir, progress=progress, rank=rank,
+                        world_size=world_size)
 
 
-def finalize(
-    cfg: RlPrepConfig, work_dir: Path, final_dir: Path | None = None, *, progress: bool = True
-) -> RlPrepResult:
-    state = _setup(cfg, work_dir, final_dir, progress)
-    return common.drive_finalize(state, cfg.force, _finalize, _result, on_reuse=None)
+def finalize(cfg: RlPrepConfig, work_dir: Path, final_dir: Path | None = None, *,
+             progress: bool = True) -> RlPrepResult:
+    return KIND.finalize(cfg, work_dir, final_dir, progress=progress)
 
 
 def _shared(cfg: RlPrepConfig) -> dict[str, Any]:
@@ -198,28 +149,4 @@ def _shared(cfg: RlPrepConfig) -> dict[str, Any]:
     }
 
 
-def _finalize(state: RunState) -> RlPrepResult:
-    merged = jsonl.merge_parts(state, "rl", jsonl.dataset_names(state.cfg), "rows")
-    result = _result(state, merged.manifest, reused=False)
-    jsonl.print_summary(
-        state, merged, f"rl prep: {fmt_count(sum(merged.rows.values()))} rows, "
-        f"{result.bad_rows} bad rows")
-    return result
-
-
-def _result(state: RunState, manifest: dict[str, Any], reused: bool) -> RlPrepResult:
-    import hashlib
-
-    path = state.work_dir / MANIFEST
-    return RlPrepResult(
-        path=state.final_dir,
-        manifest_path=path,
-        files=jsonl.split_summary(manifest)[0],
-        rows=jsonl.split_summary(manifest)[1],
-        datasets={n: {"rows": d["rows"]} for n, d in manifest["datasets"].items()},
-        bad_rows=jsonl.bad_total(manifest),
-        manifest_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        config_hash=manifest["config_hash"],
-        reused=reused,
-        elapsed_s=time.perf_counter() - state.t_start,
-    )
+KIND = jsonl.JsonlKind(kind="rl", task=TASK, what="rows", shared=_shared)

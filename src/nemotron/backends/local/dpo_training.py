@@ -23,8 +23,6 @@ from typing import Any
 
 from nemotron.errors import UserError
 
-CHECKPOINTS = "checkpoints"
-
 
 def loss_types(dpo) -> tuple[list[str], list[float]]:
     """TRL loss types and weights for a ``dpo`` section."""
@@ -70,7 +68,6 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer
 
     from nemotron.backends.local import modeling, preference
@@ -81,6 +78,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         tokenizer_dir_of,
     )
     from nemotron.backends.local.metrics import MetricsLog
+    from nemotron.backends.local.trl_args import CHECKPOINTS, resume_point, training_args
 
     dpo, opt = cfg.dpo, cfg.optimizer
     if dpo is None or opt is None:
@@ -113,9 +111,8 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
           f"(chosen likelier on {before['pair_accuracy']:.0%} of {len(held_out)} pairs)",
           flush=True)
     types, weights = loss_types(dpo)
-    sched = cfg.scheduler
     args = DPOConfig(
-        output_dir=str(work_dir / CHECKPOINTS),
+        **training_args(cfg, device, work_dir),
         per_device_train_batch_size=dpo.micro_batch_size,
         gradient_accumulation_steps=dpo.global_batch_size // dpo.micro_batch_size,
         per_device_eval_batch_size=dpo.val_global_batch_size,
@@ -130,27 +127,8 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         sync_ref_model=dpo.reference == "sync",
         ref_model_sync_steps=dpo.ref_sync_steps,
         ref_model_mixup_alpha=dpo.ref_mixup_alpha,
-        learning_rate=opt.lr,
-        lr_scheduler_type={"cosine": "cosine", "linear": "linear"}.get(sched.style,
-                                                                      "constant_with_warmup"),
-        warmup_steps=sched.warmup_iters,
-        weight_decay=opt.weight_decay,
-        adam_beta1=opt.beta1,
-        adam_beta2=opt.beta2,
-        adam_epsilon=opt.eps,
-        max_grad_norm=opt.clip_grad or 0.0,
         eval_strategy="steps" if dpo.val_period else "no",
         eval_steps=dpo.val_period,
-        logging_steps=1,
-        save_strategy="steps" if cfg.checkpoint.save_interval else "no",
-        save_steps=cfg.checkpoint.save_interval or 500,
-        save_total_limit=cfg.checkpoint.keep_last,
-        report_to="none",
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        use_cpu=device.type == "cpu",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
     metrics = MetricsLog(work_dir, "dpo")
 
@@ -177,13 +155,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         callbacks=[_Log()],
     )
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per step
-    last = get_last_checkpoint(str(work_dir / CHECKPOINTS)) if (
-        work_dir / CHECKPOINTS).is_dir() else None
-    if last:
-        metrics.truncate_after(int(Path(last).name.split("-")[-1]))
-        print(f"[dpo] resuming from {Path(last).name}", flush=True)
-    else:
-        metrics.reset()
+    last = resume_point(work_dir, metrics, "dpo")
     print(f"[dpo] {'+'.join(types)} (beta {dpo.beta:g}, reference {dpo.reference}) on "
           f"{len(train)} pairs from {train_file.name}: {dpo.global_batch_size} pairs per step, "
           f"{dpo.max_num_steps} steps, device {device}", flush=True)

@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nemotron.backends.local.trl_args import CHECKPOINTS
 from nemotron.errors import UserError
 
-CHECKPOINTS = "checkpoints"
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
@@ -106,7 +106,6 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     from nemotron.backends.local import modeling
@@ -118,6 +117,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         tokenizer_dir_of,
     )
     from nemotron.backends.local.metrics import MetricsLog
+    from nemotron.backends.local.trl_args import resume_point, training_args
 
     grpo = cfg.grpo
     if grpo is None or cfg.optimizer is None:
@@ -147,9 +147,8 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     model = modeling.load_causal_lm(model_dir)
     model.config.use_cache = True
     completions_per_step = grpo.num_prompts_per_step * grpo.num_generations_per_prompt
-    sched = cfg.scheduler
     args = GRPOConfig(
-        output_dir=str(work_dir / CHECKPOINTS),
+        **training_args(cfg, device, work_dir),
         per_device_train_batch_size=completions_per_step,
         gradient_accumulation_steps=1,
         num_generations=grpo.num_generations_per_prompt,
@@ -160,26 +159,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         epsilon=grpo.ratio_clip_min,
         epsilon_high=grpo.ratio_clip_max,
         loss_type="dapo" if grpo.token_level_loss else "grpo",
-        learning_rate=cfg.optimizer.lr,
-        lr_scheduler_type={"cosine": "cosine", "linear": "linear"}.get(sched.style,
-                                                                      "constant_with_warmup"),
-        warmup_steps=sched.warmup_iters,
-        weight_decay=cfg.optimizer.weight_decay,
-        adam_beta1=cfg.optimizer.beta1,
-        adam_beta2=cfg.optimizer.beta2,
-        adam_epsilon=cfg.optimizer.eps,
-        max_grad_norm=cfg.optimizer.clip_grad or 0.0,
-        logging_steps=1,
-        save_strategy="steps" if cfg.checkpoint.save_interval else "no",
-        save_steps=cfg.checkpoint.save_interval or 500,
-        save_total_limit=cfg.checkpoint.keep_last,
-        report_to="none",
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        use_cpu=device.type == "cpu",
         bf16=device.type == "cuda" and cfg.train is not None and cfg.train.precision == "bf16",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         log_completions=False,
         shuffle_dataset=True,
         chat_template_kwargs={},
@@ -218,14 +198,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per step
-    last = get_last_checkpoint(str(work_dir / CHECKPOINTS)) if (
-        work_dir / CHECKPOINTS).is_dir() else None
-    if last:
-        step = int(Path(last).name.split("-")[-1])
-        metrics.truncate_after(step)
-        print(f"[rl] resuming from {Path(last).name}", flush=True)
-    else:
-        metrics.reset()
+    last = resume_point(work_dir, metrics, "rl")
     print(f"[rl] GRPO on {len(records)} prompts from {train_file.name}: "
           f"{grpo.num_prompts_per_step} prompts x {grpo.num_generations_per_prompt} generations "
           f"per step, {grpo.max_num_steps} steps, device {device}", flush=True)

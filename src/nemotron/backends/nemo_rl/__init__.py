@@ -21,38 +21,52 @@ from nemotron.errors import UserError
 
 
 def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    from nemotron.backends.nemo_rl.translate import RlInputs, needs_genrm, nest, to_nemo_rl
+    from nemotron.backends.nemo_rl.translate import needs_genrm, to_nemo_rl
     from nemotron.backends.nemo_rl.versions import resolve_target
 
     target, _ = resolve_target(cfg.run.container_version, cfg.run.container)
+    spec = to_nemo_rl(cfg, node_inputs(job, cfg, work_dir))
+    if needs_genrm(spec):
+        raise UserError(f"NeMo-RL recipe {spec['target']['recipe']} judges rollouts with a GenRM "
+                        "and no GenRM checkpoint is set",
+                        hint="set grpo.genrm_model=<HF folder or id of the GenRM>")
+    run_recipe(target, spec, work_dir / "grpo.yaml", "GRPO")
+    return rl_metadata(spec, job, work_dir)
+
+
+def node_inputs(job, cfg, work_dir: Path):
+    """The node-side paths and cluster shape a translation needs: the data splits, the policy
+    as an HF checkpoint, nodes and GPUs of the allocation, W&B, the SWE images folder."""
+    from nemotron.backends.nemo_rl.translate import RlInputs
+
     train, validation = rl_splits(job)
     policy = policy_checkpoint(job, cfg, work_dir)
     profile = job.job.profile or {}
     wandb = job.lineage.wandb or {}
-    inputs = RlInputs(
+    return RlInputs(
         out_dir=str(work_dir), model=policy, train=train, validation=validation,
         nodes=int(profile.get("nodes") or 1), gpus_per_node=int(profile.get("gpus_per_node") or 8),
         wandb_project=wandb.get("project"), wandb_entity=wandb.get("entity"),
         run_name=job.job.id, sif_dir=os.environ.get("NEMOTRON_SIF_DIR"),
     )
-    spec = to_nemo_rl(cfg, inputs)
-    if needs_genrm(spec):
-        raise UserError(f"NeMo-RL recipe {spec['target']['recipe']} judges rollouts with a GenRM "
-                        "and no GenRM checkpoint is set",
-                        hint="set grpo.genrm_model=<HF folder or id of the GenRM>")
-    root = nemo_rl_root(target)
+
+
+def run_recipe(target, spec: dict[str, Any], config_path: Path, what: str) -> None:
+    """Write the overlay (``defaults:`` the base recipe + our overrides) and run the entry."""
     import yaml
 
+    from nemotron.backends.nemo_rl.translate import nest
+
+    root = nemo_rl_root(target)
     config = {"defaults": f"{root}/{spec['base_recipe']}", **nest(spec["overrides"])}
-    config_path = work_dir / "grpo.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False, width=100))
     cmd = [sys.executable, f"{root}/{spec['entry']}", "--config", str(config_path)]
     print(f"[nemotron] NeMo-RL {target.key} ({spec['target']['nemo_rl_commit'][:10]}) "
           f"recipe {spec['target']['recipe']}: {' '.join(cmd)}", flush=True)
     code = subprocess.call(cmd, cwd=root)
     if code:
-        raise RuntimeError(f"NeMo-RL GRPO exited with code {code}; logs in {work_dir / 'logs'}")
-    return rl_metadata(spec, job, work_dir)
+        logs = config_path.parent / "logs"
+        raise RuntimeError(f"NeMo-RL {what} exited with code {code}; logs in {logs}")
 
 
 def dpo(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:

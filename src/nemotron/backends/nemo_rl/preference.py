@@ -12,9 +12,6 @@ reference; other choices are refused here, not on the cluster.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,33 +95,11 @@ def to_nemo_rl_dpo(cfg: StageConfig, inputs: RlInputs) -> dict[str, Any]:
 
 def run_dpo(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     """On the node: export/check the policy, write dpo.yaml, run NeMo-RL's run_dpo.py."""
-    import yaml
-
-    from nemotron.backends.nemo_rl import nemo_rl_root, policy_checkpoint, rl_metadata, rl_splits
-    from nemotron.backends.nemo_rl.translate import nest
+    from nemotron.backends.nemo_rl import node_inputs, rl_metadata, run_recipe
 
     target, _ = dpo_target(cfg)
-    train, validation = rl_splits(job)
-    policy = policy_checkpoint(job, cfg, work_dir)
-    profile = job.job.profile or {}
-    wandb = job.lineage.wandb or {}
-    inputs = RlInputs(
-        out_dir=str(work_dir), model=policy, train=train, validation=validation,
-        nodes=int(profile.get("nodes") or 1), gpus_per_node=int(profile.get("gpus_per_node") or 8),
-        wandb_project=wandb.get("project"), wandb_entity=wandb.get("entity"),
-        run_name=job.job.id,
-    )
-    spec = to_nemo_rl_dpo(cfg, inputs)
-    root = nemo_rl_root(target)
-    config = {"defaults": f"{root}/{spec['base_recipe']}", **nest(spec["overrides"])}
-    config_path = work_dir / "dpo.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False, width=100))
-    cmd = [sys.executable, f"{root}/{spec['entry']}", "--config", str(config_path)]
-    print(f"[nemotron] NeMo-RL {target.key} ({spec['target']['nemo_rl_commit'][:10]}) DPO: "
-          f"{' '.join(cmd)}", flush=True)
-    code = subprocess.call(cmd, cwd=root, env=dict(os.environ))
-    if code:
-        raise RuntimeError(f"NeMo-RL DPO exited with code {code}; logs in {work_dir / 'logs'}")
+    spec = to_nemo_rl_dpo(cfg, node_inputs(job, cfg, work_dir))
+    run_recipe(target, spec, work_dir / "dpo.yaml", "DPO")
     meta = rl_metadata(spec, job, work_dir)
     meta["stage"] = "dpo"
     meta["extra"].update(config="dpo.yaml", algorithm="dpo", beta=cfg.dpo.beta)
