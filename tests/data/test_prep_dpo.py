@@ -141,13 +141,13 @@ def test_config_rules_say_what_to_change():
 def test_prep_stage_registers_preference_data_and_reuses_it(cli, home):  # noqa: F811
     first = cli("nano3", "data", "prep", "dpo", "-c", "tiny")
     assert first.exit_code == 0, first.output[-2000:]
-    assert "400 pairs, 0 bad rows" in first.stdout
+    assert "240 pairs, 0 bad rows" in first.stdout
     from nemotron.lineage import Store
 
     art = Store.open(home / "artifacts" / "lineage.db").resolve("nano3-dpo-data-tiny")
     assert art.kind == "preference-data" and art.version == "v0"
     assert art.metadata["splits"] == {"train": "train.jsonl", "val": "val.jsonl"}
-    assert sum(art.metadata["records"].values()) == 400
+    assert sum(art.metadata["records"].values()) == 240
     again = cli("nano3", "data", "prep", "dpo", "-c", "tiny")
     assert again.exit_code == 0 and "already exists" in again.stdout
     changed = cli("nano3", "data", "prep", "dpo", "-c", "tiny", "data.split_seed=1")

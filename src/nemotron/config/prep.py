@@ -305,7 +305,7 @@ class DpoGenerateSpec(_Frozen):
     a tool nobody offered (the tiny recipe's stand-in for tool-hallucination data)."""
 
     name: str = Field("tool-pairs", description="dataset name of the generated pairs")
-    count: int = Field(400, ge=1)
+    count: int = Field(240, ge=1)
     seed: int = 0
 
 

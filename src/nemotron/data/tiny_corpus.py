@@ -303,7 +303,7 @@ def _choice(rng: random.Random, ident: str, question: str, options: list[str]) -
 INVENTED_TOOLS = ["math_solver", "compute", "wolfram", "python_exec", "multiply", "calc_api"]
 
 
-def tool_preference_rows(seed: int = 3, count: int = 400, name: str = "tool-pairs"
+def tool_preference_rows(seed: int = 3, count: int = 240, name: str = "tool-pairs"
                          ) -> list[dict[str, Any]]:
     """Pairs against tool hallucination, in the TRL conversational layout: the prompt offers
     the calculator; chosen calls it in the SFT data's format, rejected calls an invented tool

@@ -4,8 +4,9 @@
 the DPO loss, or ipo / hinge / robust; ``average_log_probs`` turns sigmoid into TRL's
 length-normalised ``sigmoid_norm``), an SFT term on the chosen response (``sft`` loss weighted
 by ``sft_loss_weight``), and the reference: ``initial`` keeps a frozen copy of the input model
-(its log-probs are computed once, up front), ``sync`` is TR-DPO (``sync_ref_model``: every
-``ref_sync_steps`` the reference moves toward the policy by ``ref_mixup_alpha``). Pairs longer
+(scored batch by batch, as training reaches each pair), ``sync`` is TR-DPO
+(``sync_ref_model``: every ``ref_sync_steps`` the reference moves toward the policy by
+``ref_mixup_alpha``). Pairs longer
 than ``max_total_sequence_length`` are left out, not truncated.
 
 Before training and after it, the held-out (val split) chosen-over-rejected log-prob margin is
@@ -123,7 +124,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         loss_type=types,
         loss_weights=weights,
         label_smoothing=dpo.label_smoothing,
-        precompute_ref_log_probs=dpo.reference == "initial",
+        precompute_ref_log_probs=False,  # a short run sees a fraction of the pairs
         sync_ref_model=dpo.reference == "sync",
         ref_model_sync_steps=dpo.ref_sync_steps,
         ref_model_mixup_alpha=dpo.ref_mixup_alpha,
