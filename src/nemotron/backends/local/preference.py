@@ -62,35 +62,39 @@ def response_tokens(tokenizer, prompt, response, tools) -> tuple[list[int], int]
     return full, start
 
 
-def sequence_logprob(model, ids: list[int], start: int) -> float:
+def sequence_logprobs(model, batch: list[tuple[list[int], int]]) -> list[float]:
+    """Summed log-probs of the response tokens of each (ids, response start), in one forward
+    pass over the batch right-padded (causal layers never see the padding of a sequence)."""
     import torch
 
     device = next(model.parameters()).device
-    tokens = torch.tensor([ids], device=device)
-    logits = model(input_ids=tokens, use_cache=False).logits[0, :-1].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    targets = tokens[0, 1:]
-    picked = logprobs.gather(1, targets[:, None])[:, 0]
-    return float(picked[max(start - 1, 0):].sum())
+    width = max(len(ids) for ids, _ in batch)
+    tokens = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(tokens)
+    for row, (ids, _) in enumerate(batch):
+        tokens[row, :len(ids)] = torch.tensor(ids, device=device)
+        mask[row, :len(ids)] = 1
+    logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    picked = torch.log_softmax(logits, dim=-1).gather(2, tokens[:, 1:, None])[..., 0]
+    return [float(picked[row, max(start - 1, 0):len(ids) - 1].sum())
+            for row, (ids, start) in enumerate(batch)]
 
 
-def margins(model, tokenizer, pairs: list[dict[str, Any]]) -> list[float]:
+def margins(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 8) -> list[float]:
     """log p(chosen) - log p(rejected) for every pair, under ``model`` (eval mode, no grad)."""
     import torch
 
+    sequences = [response_tokens(tokenizer, pair["prompt"], pair[side], pair["tools"])
+                 for pair in pairs for side in ("chosen", "rejected")]
     was_training = model.training
     model.eval()
-    found = []
+    scores: list[float] = []
     with torch.no_grad():
-        for pair in pairs:
-            scores = []
-            for side in ("chosen", "rejected"):
-                ids, start = response_tokens(tokenizer, pair["prompt"], pair[side], pair["tools"])
-                scores.append(sequence_logprob(model, ids, start))
-            found.append(scores[0] - scores[1])
+        for i in range(0, len(sequences), batch_size):
+            scores += sequence_logprobs(model, sequences[i:i + batch_size])
     if was_training:
         model.train()
-    return found
+    return [scores[i] - scores[i + 1] for i in range(0, len(scores), 2)]
 
 
 def summary(values: list[float]) -> dict[str, float]:
