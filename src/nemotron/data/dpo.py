@@ -216,5 +216,7 @@ def finalize(cfg: DpoPrepConfig, work_dir: Path, final_dir: Path | None = None, 
     return KIND.finalize(cfg, work_dir, final_dir, progress=progress)
 
 
-KIND = jsonl.JsonlKind(kind="dpo", task=TASK, what="pairs", shared=_shared,
-                       layout="nemo-rl PreferenceDataset")
+KIND = jsonl.JsonlKind(
+    kind="dpo", task=TASK, what="pairs", shared=_shared, layout="nemo-rl PreferenceDataset",
+    key_hint=lambda cfg: f"data.prompt_field / chosen_field / rejected_field (now "
+    f"{cfg.prompt_field!r} / {cfg.chosen_field!r} / {cfg.rejected_field!r})")

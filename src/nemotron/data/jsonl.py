@@ -81,6 +81,7 @@ class JsonlKind:
     task: str  # "module:function" of the worker body
     what: str  # rows | pairs (in messages and the summary)
     shared: Callable[[Any], dict[str, Any]]  # cfg -> what every worker needs
+    key_hint: Callable[[Any], str]  # cfg -> the settings naming the record keys a row needs
     layout: str | None = None
 
     def prepare(self, cfg: Any, work_dir: Path, final_dir: Path | None, *, progress: bool,
@@ -100,10 +101,12 @@ class JsonlKind:
                                      on_reuse=None)
 
     def _finalize(self, state: RunState) -> JsonlPrepResult:
-        merged = merge_parts(state, self.kind, dataset_names(state.cfg), self.what)
+        merged = merge_parts(state, self.kind, dataset_names(state.cfg), self.what,
+                             self.key_hint(state.cfg))
         result = self._result(state, merged.manifest, reused=False)
         print_summary(state, merged, f"{self.kind} prep: {fmt_count(sum(merged.rows.values()))} "
                       f"{self.what}, {result.bad_rows} bad rows", column=self.what)
+        common.print_changes(state)
         return result
 
     def _result(self, state: RunState, manifest: dict[str, Any], reused: bool
@@ -199,7 +202,8 @@ class Merged:
     manifest: dict[str, Any]
 
 
-def merge_parts(state: RunState, kind: str, names: list[str], what: str) -> Merged:
+def merge_parts(state: RunState, kind: str, names: list[str], what: str, key_hint: str
+                ) -> Merged:
     """Merge every unit's split parts into one file per split and write the manifest."""
     cfg = state.cfg
     datasets: dict[str, dict[str, Any]] = {}
@@ -208,7 +212,7 @@ def merge_parts(state: RunState, kind: str, names: list[str], what: str) -> Merg
         rows = {s: sum(r["rows"][s] for r in mine) for s in SPLIT_NAMES}
         bad = common.merge_bad(mine)
         if sum(rows.values()) == 0:
-            raise common.no_tokens_error(name, bad, what)
+            raise common.no_tokens_error(name, bad, what, key=key_hint)
         source = next((s for s in cfg.sources if s.name == name), None)
         datasets[name] = {
             "rows": rows,

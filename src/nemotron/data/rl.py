@@ -149,4 +149,7 @@ def _shared(cfg: RlPrepConfig) -> dict[str, Any]:
     }
 
 
-KIND = jsonl.JsonlKind(kind="rl", task=TASK, what="rows", shared=_shared)
+KIND = jsonl.JsonlKind(
+    kind="rl", task=TASK, what="rows", shared=_shared,
+    key_hint=lambda cfg: f"data.prompt_field (now {cfg.prompt_field!r}: the record key holding "
+    "the prompt)")
