@@ -20,7 +20,9 @@ CHAIN = {
             "checkpoint: {save_interval: 2}\n", "nano3-sft-model-mine"),
     "prep-rl": (["data", "prep", "rl"], "data: {generate: {count: 40}}\n", "nano3-rl-data-mine"),
     "rl": (["rl"], "grpo: {max_num_steps: 1}\n", "nano3-rl-model-mine"),
-    "eval": (["eval"], "eval:\n  tasks:\n    - {name: tiny_arithmetic, path: "
+    # eval reads the end of Stage 2 (dpo) by default; this chain stops at rl
+    "eval": (["eval"], "run: {model: nano3-rl-model-mine}\neval:\n  tasks:\n"
+             "    - {name: tiny_arithmetic, path: "
              "configs/eval/tiny_arithmetic.yaml, limit: 4}\n", "nano3-eval-results-mine"),
 }
 

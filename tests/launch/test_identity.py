@@ -38,6 +38,7 @@ LEFT_OUT = {
     "train.log_interval", "train.eval_interval", "train.eval_iters", "train.save_interval",
     "train.num_workers", "checkpoint.save_interval", "checkpoint.keep_last", "grpo.ray",
     "eval.deployment", "data.num_workers", "data.strict", "data.force",
+    "dpo.val_period", "dpo.val_global_batch_size",
 }
 
 

@@ -99,11 +99,14 @@ def test_pipe_consumes_exactly_what_upstream_planned(home, tmp_path):
                       profile_name=None, argv=["nemotron"], dry_run=True)
     by_stage = {p.stage.name: p for p in plans}
     assert list(by_stage) == ["prep-pretrain", "pretrain", "prep-sft", "sft", "prep-rl", "rl",
-                              "eval"]
+                              "rlhf", "prep-dpo", "dpo", "eval"]
     sft = by_stage["sft"]
     assert sft.inputs["model"].identity == by_stage["pretrain"].outputs["model"].identity
     assert sft.inputs["data"].identity == by_stage["prep-sft"].outputs["data"].identity
-    assert by_stage["eval"].inputs["model"].identity == by_stage["rl"].outputs["model"].identity
+    for stage, upstream in (("rlhf", "rl"), ("dpo", "rlhf"), ("eval", "dpo")):
+        assert by_stage[stage].inputs["model"].identity == \
+            by_stage[upstream].outputs["model"].identity
+    assert by_stage["dpo"].inputs["data"].identity == by_stage["prep-dpo"].outputs["data"].identity
     job = sft.job_document()
     assert job["inputs"]["model"]["identity"] == by_stage["pretrain"].outputs["model"].identity
     json.dumps(job)  # serialisable
