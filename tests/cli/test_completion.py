@@ -26,9 +26,9 @@ def complete(cli):
 
 def test_families_stages_and_groups(complete):
     assert {"nano3", "super3"} <= set(complete("nemotron "))
-    assert complete("nemotron nano3 ") == ["pretrain", "sft", "rl", "eval", "pipe", "data",
-                                            "model"]
-    assert complete("nemotron nano3 data prep ") == ["pretrain", "sft", "rl"]
+    assert complete("nemotron nano3 ") == ["pretrain", "sft", "rl", "rlhf", "dpo", "eval",
+                                            "pipe", "data", "model"]
+    assert complete("nemotron nano3 data prep ") == ["pretrain", "sft", "rl", "dpo"]
     assert "quantize" in complete("nemotron super3 model ")
 
 

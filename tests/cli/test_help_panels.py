@@ -36,11 +36,14 @@ def test_family_help_groups_commands_in_panels(cli, family):
     assert titles(res.stdout)[:5] == ["Training Stages", "Evaluation", "Pipeline",
                                       "Data Preparation", "Model Conversion and Checks"]
     got = panels(res.stdout)
-    assert re.findall(r"(?:^| )(pretrain|sft|rl) [A-Z]", got["Training Stages"]) == \
-        ["pretrain", "sft", "rl"]
+    stage2 = family == "nano3"  # nano3's Stage 2: rl -> rlhf -> dpo
+    assert re.findall(r"(?:^| )(pretrain|sft|rl|rlhf|dpo) [A-Z]", got["Training Stages"]) == \
+        ["pretrain", "sft", "rl", *(["rlhf", "dpo"] if stage2 else [])]
     assert got["Evaluation"].startswith("eval Evaluate a model")
-    assert got["Pipeline"] == ("pipe Compose pretrain → sft (-c tiny: prep-pretrain → pretrain → "
-                               "prep-sft → sft → prep-rl → rl → eval) into a single nemo-run "
+    default, tiny_tail = ("pretrain → sft → rl → rlhf → dpo", "rl → rlhf → prep-dpo → dpo → eval"
+                          ) if stage2 else ("pretrain → sft", "rl → eval")
+    assert got["Pipeline"] == (f"pipe Compose {default} (-c tiny: prep-pretrain → pretrain → "
+                               f"prep-sft → sft → prep-rl → {tiny_tail}) into a single nemo-run "
                                "Experiment")
     for words in ("data prep pretrain", "data prep sft", "data prep rl"):
         assert words in got["Data Preparation"]

@@ -20,7 +20,7 @@ from nemotron.recipes import Family, Stage
 
 # stage entry point -> the panel its command is listed in
 ENTRY_PANELS = {"pretrain": "Training Stages", "sft": "Training Stages", "rl": "Training Stages",
-                "eval": "Evaluation"}
+                "dpo": "Training Stages", "eval": "Evaluation"}
 PANEL_ORDER = ("Training Stages", "Evaluation", "Pipeline")
 # first command word of a group -> its panel title
 GROUP_PANELS = {"data": "Data Preparation", "model": "Model Conversion and Checks"}
