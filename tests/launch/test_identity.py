@@ -34,7 +34,8 @@ CHANGE_PREP = ["data.append_eod=false", "data.sources.0.sample=500", "data.split
 # Every field the identity leaves out, reviewed: adding one to the schema fails this test until
 # it is listed here, so nothing leaves the identity by accident.
 LEFT_OUT = {
-    "run.data", "run.model", "run.inputs", "run.env", "run.container", "run.wandb", "parallel", "logging",
+    "run.data", "run.model", "run.inputs", "run.env", "run.container", "run.wandb", "parallel",
+    "logging",
     "train.log_interval", "train.eval_interval", "train.eval_iters", "train.save_interval",
     "train.num_workers", "checkpoint.save_interval", "checkpoint.keep_last", "grpo.ray",
     "eval.deployment", "data.num_workers", "data.strict", "data.force",
