@@ -255,8 +255,11 @@ def test_cluster_is_up_and_start_is_idempotent(slurm_cluster):
         [str(script), "status", str(slurm_cluster.dir)], capture_output=True, text=True
     )
     assert status.returncode == 0, status.stderr
-    assert "slurmctld  running" in status.stdout
-    again = start_cluster(slurm_cluster.dir)
+    lines = status.stdout.splitlines()
+    for daemon in ("slurmctld", *(f"slurmd-{node}" for node in slurm_cluster.nodes)):
+        assert any(line.split()[:2] == [daemon, "running"] for line in lines), status.stdout
+    again = start_cluster(slurm_cluster.dir)  # as it runs: same nodes, same login node
     assert again.started is False
+    assert (again.nodes, again.login) == (slurm_cluster.nodes, slurm_cluster.login)
     assert again.env["SLURM_CONF"] == str(slurm_cluster.conf)
     assert "debug" in slurm_cluster.run("sinfo", "-h", "-o", "%P")
