@@ -121,7 +121,9 @@ def run_torchrun(cmd: list[str], nproc: int) -> int:
         os.execvp(cmd[0], cmd)
     argv = torchrun_argv(cmd, nproc, nodes)
     os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads(nproc)))
-    say(f"torchrun: {nodes} node(s) x {nproc} process(es)")
+    where = "" if nodes == 1 else f", rendezvous at {head_address()}:{port_for_job(29500)}"
+    say(f"torchrun on {socket.gethostname()}: node {node_rank()} of {nodes} node(s) x {nproc} "
+        f"process(es){where}")
     os.execv(argv[0], argv)
     return 1  # not reached
 

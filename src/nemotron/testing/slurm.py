@@ -16,7 +16,7 @@ Layout under the cluster folder ``DIR``::
     ssh/                the login node's host key and the one key it accepts
     cluster-fs/         the cluster's own files (job_dir, artifacts of the SSH tests)
     laptop/             files only the laptop side sees (hidden on every cluster host): its
-                        key (id_ed25519), its home, its own view of cluster-fs/
+                        key (id_ed25519), its ~/.ssh, its own view of cluster-fs/
 
 The network: a bridge in this machine's namespace holds the controller's address (``.1`` of a
 private /24 derived from ``DIR``, checked free); every slurmd (``node1``, ``node2``) and the
@@ -124,19 +124,20 @@ class Cluster:
 
     def as_laptop(self, argv: list[str]) -> list[str]:
         """``argv`` run as the laptop. Its view of ``cluster_fs`` is its own folder
-        (``laptop/cluster-fs``: empty unless the laptop syncs something there), and it has a
-        home of its own (``laptop/home``: ``~/.ssh/known_hosts``), so this machine's home is
-        never touched."""
+        (``laptop/cluster-fs``: empty unless the laptop syncs something there), and its
+        ``~/.ssh`` is its own (``laptop/ssh``: known_hosts), so this machine's is never read or
+        written (an empty ``~/.ssh`` is created where there is none, to mount on)."""
         import pwd
 
-        home = pwd.getpwuid(os.getuid()).pw_dir  # where ssh looks for ~/.ssh
-        own_home, own_view = self.laptop_dir / "home", self.laptop_dir / "cluster-fs"
-        for folder in (own_home, own_view):
+        ssh_dir = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"  # where ssh looks
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        own_ssh, own_view = self.laptop_dir / "ssh", self.laptop_dir / "cluster-fs"
+        for folder in (own_ssh, own_view):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         q = shlex.quote
         script = (
             f"mount --bind {q(str(own_view))} {q(str(self.cluster_fs))}"
-            f" && mount --bind {q(str(own_home))} {q(home)} && exec \"$@\""
+            f" && mount --bind {q(str(own_ssh))} {q(str(ssh_dir))} && exec \"$@\""
         )
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "laptop",
                 *argv]  # fmt: skip

@@ -13,7 +13,13 @@ imports NeMo-Run at module level. The names below are the package's interface.
 """
 
 from nemotron.launch.slurm.executor import detached_stdin, executor_for, slurm_executor
-from nemotron.launch.slurm.jobs import cancel_record, log_path, refresh_record
+from nemotron.launch.slurm.jobs import (
+    cancel_record,
+    is_remote,
+    log_path,
+    refresh_record,
+    stream_remote_log,
+)
 from nemotron.launch.slurm.render import (
     command_for,
     new_experiment_id,
@@ -39,7 +45,7 @@ from nemotron.launch.slurm.submission import SlurmTask, SubmittedJob, submit, su
 __all__ = [
     "JobState", "SlurmRecord", "SlurmShell", "SlurmTask", "SubmittedJob", "cancel_blocked",
     "cancel_job", "cancel_record", "command_for", "detached_stdin", "executor_for", "job_logs",
-    "job_state", "load_record", "log_path", "new_experiment_id", "refresh_record",
+    "is_remote", "job_state", "load_record", "log_path", "new_experiment_id", "refresh_record",
     "render_sbatch", "sbatch_script", "slurm_executor", "submit", "submit_command",
-    "submit_plans", "task_paths", "usable_dependencies", "wait_for_job",
+    "stream_remote_log", "submit_plans", "task_paths", "usable_dependencies", "wait_for_job",
 ]  # fmt: skip

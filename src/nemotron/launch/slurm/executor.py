@@ -226,4 +226,6 @@ def executor_for(plan: Any) -> Any:
     remote = None
     if plan.profile.tunnel == "ssh" and plan.profile.job_dir:
         remote = f"{plan.profile.job_dir.rstrip('/')}/{submission_id(plan)}/experiments"
+        if "NEMOTRON_HOME" not in plan.profile.env_vars:  # the laptop's is not on the cluster
+            env["NEMOTRON_HOME"] = plan.profile.job_dir
     return slurm_executor(node_profile(plan), submission_home(plan), env=env, remote_dir=remote)

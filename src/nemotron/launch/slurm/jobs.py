@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nemotron.errors import UserError
 from nemotron.launch.records import BAD_ENDS, SLURM_STATES, TERMINAL, JobRecord, _now, load_record
 from nemotron.launch.slurm import state as sl
 
@@ -224,17 +225,63 @@ def cancel_record(record: JobRecord, reason: str = "cancelled by user") -> None:
 
 def log_path(record: JobRecord) -> Path | None:
     """The job's newest log: the command's output of its last (re)start, else the batch
-    script's trace. Over SSH, a copy fetched into the job folder."""
+    script's trace. Over SSH, the local copy in ``<job folder>/logs/``, brought up to date."""
     slurm = slurm_record(record)
     if slurm is None:
         return None
     if slurm.tunnel == "local":
         latest = _latest_log(slurm, ended=record.state in TERMINAL)
         return Path(latest) if latest else None
+    return _fetch_newest(record, slurm)
+
+
+def is_remote(record: JobRecord) -> bool:
+    """A Slurm job submitted over SSH: its log lives on the cluster."""
+    slurm = slurm_record(record)
+    return slurm is not None and slurm.tunnel == "ssh"
+
+
+def _fetch_newest(record: JobRecord, slurm: sl.SlurmRecord) -> Path | None:
+    """Append what the newest remote log has beyond the local copy; the local copy's path.
+
+    The copy only grows, from the byte where the last fetch stopped: a fetch cut short (a
+    dropped connection) loses nothing and repeats nothing when the next one resumes."""
     logs = sl.job_logs(slurm)
-    text = slurm.shell().run(["cat", logs[-2] if len(logs) > 1 else logs[-1]], check=False)
-    if not text:
-        return None
-    copy = Path(record.job_dir) / "slurm-output.log"
-    copy.write_text(text)
-    return copy
+    remote = logs[-2] if len(logs) > 1 else logs[-1]
+    copy = Path(record.job_dir) / "logs" / os.path.basename(remote)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    have = copy.stat().st_size if copy.exists() else 0
+    chunk = slurm.shell().run_bytes(["tail", "-c", f"+{have + 1}", remote], check=False)
+    if chunk:
+        with open(copy, "ab") as out:
+            out.write(chunk)
+    return copy if copy.exists() and (have or chunk) else None
+
+
+def stream_remote_log(record: JobRecord, write: Any, *, follow: bool, poll: float = 1.0) -> int:
+    """Write a job's log (the local copy, then what the cluster adds) with ``write(bytes)``;
+    with ``follow``, until the job ends. Returns the bytes written. A dropped connection is a
+    UserError saying how far the copy got; the next call resumes from there."""
+    slurm = slurm_record(record)
+    shown: dict[str, int] = {}
+    try:
+        while True:
+            if follow:
+                record = refresh_record(record)
+            copy = _fetch_newest(record, slurm)
+            if copy is not None:
+                with open(copy, "rb") as fh:
+                    fh.seek(shown.get(copy.name, 0))
+                    data = fh.read()
+                shown[copy.name] = shown.get(copy.name, 0) + len(data)
+                write(data)
+            if not follow or record.state in TERMINAL:
+                return sum(shown.values())
+            time.sleep(poll)
+    except UserError as exc:
+        got = ", ".join(f"{name}: {size} bytes" for name, size in shown.items()) or "nothing yet"
+        raise UserError(
+            f"lost the connection while following job {record.id} ({exc.message}); the local "
+            f"copy in {Path(record.job_dir) / 'logs'} has {got}",
+            hint=f"run `nemotron jobs logs {record.id} -f` again: it resumes where this stopped",
+        ) from None

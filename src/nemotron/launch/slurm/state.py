@@ -26,6 +26,10 @@ from nemotron.launch.records import SLURM_TERMINAL as TERMINAL_STATES
 from nemotron.launch.records import _now
 
 RECORDS_DIR = "slurm-jobs"
+SSH_OPTIONS = (
+    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=10",
+    "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2",
+)  # fmt: skip
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
@@ -95,27 +99,53 @@ class SlurmShell:
             return cls("ssh", tunnel.host, tunnel.user, tunnel.identity)
         return cls()
 
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else str(self.host)
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         if self.tunnel != "ssh":
             return list(argv)
-        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
+        # Key only, no prompt; give up on a host that does not answer within 10 s, and on a
+        # connection that stopped answering (about 10 s), instead of hanging.
+        ssh = ["ssh", *SSH_OPTIONS]
         if self.identity:
             ssh += ["-i", os.path.expanduser(self.identity)]
-        target = f"{self.user}@{self.host}" if self.user else str(self.host)
-        return [*ssh, target, "--", shlex.join(argv)]
+        return [*ssh, self.target, "--", shlex.join(argv)]
 
     def run(self, argv: Sequence[str], check: bool = True, timeout: float = 60) -> str:
+        """The command's stdout as text (see ``run_bytes``)."""
+        return self.run_bytes(argv, check=check, timeout=timeout).decode(errors="replace")
+
+    def run_bytes(self, argv: Sequence[str], check: bool = True, timeout: float = 60,
+                  input: bytes | None = None) -> bytes:
+        """The command's stdout. ssh itself failing (unreachable host, refused key, a dropped
+        connection: exit 255) is a UserError even with ``check=False``: the command never ran,
+        so its silence would say nothing about the job."""
         try:
             done = subprocess.run(
-                self.argv(argv), capture_output=True, text=True, timeout=timeout, check=False
+                self.argv(argv), capture_output=True, timeout=timeout, check=False, input=input
             )
         except FileNotFoundError as exc:
             raise UserError(
                 f"`{argv[0]}` not found: this machine has no Slurm client",
                 hint="run on the cluster's login node, or use tunnel = 'ssh' in the profile",
             ) from exc
+        except subprocess.TimeoutExpired as exc:
+            where = f" on {self.target}" if self.tunnel == "ssh" else ""
+            raise UserError(f"`{shlex.join(argv)}` did not finish within {timeout:.0f}s{where}") \
+                from exc
+        stderr = done.stderr.decode(errors="replace").strip()
+        if self.tunnel == "ssh" and done.returncode == 255:
+            raise UserError(
+                f"cannot reach the cluster over ssh ({self.target}): "
+                f"{stderr.splitlines()[-1] if stderr else 'ssh exited 255'}",
+                hint="check host, user and identity in the profile: `ssh -i <identity> "
+                f"{self.target} true` must work without a password",
+            )
         if check and done.returncode != 0:
-            raise UserError(f"`{shlex.join(argv)}` failed: {done.stderr.strip() or done.stdout}")
+            detail = stderr or done.stdout.decode(errors="replace").strip()
+            raise UserError(f"`{shlex.join(argv)}` failed: {detail}")
         return done.stdout
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -303,12 +302,27 @@ def _refuse_duplicates(entries: list[_Entry]) -> None:
         )
 
 
+def _check_job_dir(shell: SlurmShell, job_dir: str) -> None:
+    """Before anything is copied or submitted: the cluster answers (a wrong host or a refused
+    key is a UserError from the shell) and ``job_dir`` can be written there."""
+    folder = shlex.quote(job_dir)
+    probe = f"mkdir -p {folder} 2>&1 && test -w {folder} && echo writable"
+    answer = shell.run(["bash", "-c", probe], check=False).strip()
+    if not answer.endswith("writable"):
+        raise UserError(
+            f"job_dir {job_dir} cannot be written on {shell.target}: {answer or 'not writable'}",
+            hint="set job_dir in the profile to a folder of yours on the cluster's shared "
+            "filesystem",
+        )
+
+
 def _ship_job_folders(plans: list[Any], executor: Any) -> None:
     """With ``tunnel = "ssh"``: copy each job folder to the cluster, its paths rewritten."""
     import io
     import tarfile
 
     shell = SlurmShell.of(executor)
+    _check_job_dir(shell, plans[0].profile.job_dir)
     for plan in plans:
         remote = remote_job_dir(plan)
         buffer = io.BytesIO()
@@ -325,14 +339,11 @@ def _ship_job_folders(plans: list[Any], executor: Any) -> None:
                 else:
                     tar.add(path, arcname=name)
         script = f"mkdir -p {shlex.quote(remote)} && tar -C {shlex.quote(remote)} -xzf -"
-        done = subprocess.run(shell.argv(["bash", "-c", script]), input=buffer.getvalue(),
-                              capture_output=True, check=False)
-        if done.returncode != 0:
-            raise UserError(
-                f"copying the job folder to {shell.host}:{remote} failed: "
-                f"{done.stderr.decode(errors='replace').strip()}",
-                hint="check host, user, identity and job_dir in the profile",
-            )
+        try:
+            shell.run_bytes(["bash", "-c", script], input=buffer.getvalue())
+        except UserError as exc:
+            raise UserError(f"copying the job folder to {shell.target}:{remote} failed: "
+                            f"{exc.message}", hint=exc.hint) from None
 
 
 # ---------------------------------------------------------------------------------------------
