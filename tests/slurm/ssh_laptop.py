@@ -98,5 +98,12 @@ def new_laptop(cluster: Cluster) -> Laptop:
 
 
 def remove(laptop: Laptop) -> None:
+    """Cancel what the test left on the cluster, then delete both sides' files."""
+    import json
+
+    ids = [json.loads(p.read_text()).get("scheduler_id")
+           for p in (laptop.home / "jobs").glob("*/record.json")]
+    if any(ids):
+        laptop.cluster.run("scancel", *filter(None, ids), check=False)
     shutil.rmtree(laptop.root, ignore_errors=True)
     shutil.rmtree(laptop.remote, ignore_errors=True)

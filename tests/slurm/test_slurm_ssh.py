@@ -178,8 +178,9 @@ def test_connection_and_job_dir_mistakes_are_one_line_errors(laptop, mistake):
 
 
 def test_a_dropped_connection_while_following_logs_resumes_where_it_stopped(laptop):
-    long = [*FEW_STEPS[1:], "pretrain.train.train_iters=40", "pretrain.train.log_interval=1",
-            "pretrain.train.eval_interval=40"]
+    long = ["pretrain.train.train_iters=20", "pretrain.scheduler.warmup_iters=1",
+            "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=20",
+            "pretrain.train.eval_interval=20", "pretrain.train.log_interval=1"]
     submitted = laptop.run("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch",
                            "cluster", *long)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
@@ -193,7 +194,7 @@ def test_a_dropped_connection_while_following_logs_resumes_where_it_stopped(lapt
         time.sleep(0.5)
     with laptop.cluster.link_down("login"):  # the network between laptop and login node drops
         out, err = follower.communicate(timeout=120)
-        (copy,) = copies.glob("*.out")
+        (copy,) = copies.glob("*.out")  # the command's log only (not the batch trace)
         got = copy.read_bytes()
     assert follower.returncode == 2, out.decode() + err.decode()
     assert "lost the connection while following job" in err.decode()

@@ -143,6 +143,15 @@ def ray_command() -> list[str] | None:
     return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
+def ray_env() -> dict[str, str]:
+    """The environment of ``ray start``: Ray's raylet gives its Python agents 30 s to come up
+    and then aborts the node; on a busy node, or with Python on a slow shared filesystem, they
+    need longer. A value the job sets itself wins."""
+    env = dict(os.environ)
+    env.setdefault("RAY_agent_register_timeout_ms", "180000")
+    return env
+
+
 class RayNode:
     """``ray start --block`` as a child process, so it can be stopped by its own pid (SIGTERM
     makes it drain and stop every Ray process it started)."""
@@ -150,7 +159,7 @@ class RayNode:
     def __init__(self, argv: list[str], log: Path):
         self.log = log
         self.handle = open(log, "ab")
-        self.proc = subprocess.Popen([*argv, "--block"], stdout=self.handle,
+        self.proc = subprocess.Popen([*argv, "--block"], stdout=self.handle, env=ray_env(),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_started(self, timeout: float = 300) -> None:
