@@ -247,7 +247,12 @@ def _fetch_newest(record: JobRecord, slurm: sl.SlurmRecord) -> Path | None:
     The copy only grows, from the byte where the last fetch stopped: a fetch cut short (a
     dropped connection) loses nothing and repeats nothing when the next one resumes."""
     logs = sl.job_logs(slurm)
-    remote = logs[-2] if len(logs) > 1 else logs[-1]
+    if len(logs) > 1:
+        remote = logs[-2]  # the command's output of the newest (re)start
+    elif record.state in TERMINAL:
+        remote = logs[-1]  # it never ran the command: the batch script's trace says why
+    else:
+        return None
     copy = Path(record.job_dir) / "logs" / os.path.basename(remote)
     copy.parent.mkdir(parents=True, exist_ok=True)
     have = copy.stat().st_size if copy.exists() else 0
