@@ -19,10 +19,11 @@ from tests.slurm.ssh_laptop import new_laptop, profile_text, remove
 
 pytestmark = pytest.mark.slurm
 
-FEW_STEPS = [
-    "pretrain.train.train_iters=4", "pretrain.scheduler.warmup_iters=1",
-    "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=2",
-    "pretrain.train.eval_interval=4",
+# Enough steps, each logged, that following the log outlasts a dropped connection.
+LOGGED_STEPS = [
+    "pretrain.train.train_iters=16", "pretrain.scheduler.warmup_iters=1",
+    "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=16",
+    "pretrain.train.eval_interval=16", "pretrain.train.log_interval=1",
 ]  # fmt: skip
 
 
@@ -97,9 +98,12 @@ def test_attached_run_streams_the_log_and_runs_exactly_the_users_code(laptop):
     assert "registered nano3-pretrain-data-tiny:v1" in there.stdout
 
 
-def test_batch_pipe_then_jobs_list_status_logs_and_the_lineage_from_the_laptop(laptop):
+def test_batch_pipe_then_jobs_from_the_laptop_a_dropped_connection_and_the_lineage(laptop):
+    """`pipe --batch` of two dependent stages, then `jobs list/logs -f/status` from the laptop;
+    the link drops while `jobs logs -f` follows pretrain (exit 2), and the next `jobs logs -f`
+    resumes at the byte where it stopped; finally the documented lineage sync."""
     submitted = laptop.run("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch",
-                           "cluster", *FEW_STEPS)
+                           "cluster", *LOGGED_STEPS)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     ids = job_ids(laptop)
     assert set(ids) == {"prep-pretrain", "pretrain"}
@@ -111,9 +115,27 @@ def test_batch_pipe_then_jobs_list_status_logs_and_the_lineage_from_the_laptop(l
     for job_id in ids.values():
         assert job_id in listing.stdout, listing.stdout
 
-    follow = laptop.run("jobs", "logs", ids["pretrain"], "-f")  # waits for its upstream first
-    assert follow.returncode == 0, follow.stdout + follow.stderr
-    assert "step" in follow.stdout.lower()
+    copies = laptop.home / "jobs" / ids["pretrain"] / "logs"
+    follower = laptop.start("jobs", "logs", ids["pretrain"], "-f")  # waits for prep first
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+            "step" in p.read_text() for p in copies.glob("log-*.out")):
+        time.sleep(0.5)
+    with laptop.cluster.link_down("login"):  # the network between laptop and login node drops
+        out, err = follower.communicate(timeout=120)
+        (copy,) = copies.glob("*.out")  # the command's log only (not the batch trace)
+        got = copy.read_bytes()
+    assert follower.returncode == 2, out.decode() + err.decode()
+    assert "lost the connection while following job" in err.decode()
+    assert f"nemotron jobs logs {ids['pretrain']} -f" in err.decode()
+    assert out == got  # it printed exactly what it had fetched
+
+    resumed = laptop.run("jobs", "logs", ids["pretrain"], "-f")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = copy.read_bytes()
+    assert final.startswith(got) and len(final) > len(got)  # resumed at the byte it stopped
+    assert final == next((laptop.remote / "jobs").rglob(copy.name)).read_bytes()
+    assert resumed.stdout.encode() == final
     assert wait_state(laptop, pipe, {"SUCCEEDED"}) == "SUCCEEDED"
     status = laptop.run("jobs", "status", pipe)
     assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2, status.stdout
@@ -131,7 +153,7 @@ def test_batch_pipe_then_jobs_list_status_logs_and_the_lineage_from_the_laptop(l
     assert shown.returncode == 0, shown.stderr
     assert "nano3-pretrain-model-tiny" in shown.stdout and "v0" in shown.stdout
     again = laptop.run("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--dry-run", "-r",
-                       "cluster", *FEW_STEPS)
+                       "cluster", *LOGGED_STEPS)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skip") >= 2, again.stdout  # both outputs exist on the cluster
 
@@ -175,36 +197,3 @@ def test_connection_and_job_dir_mistakes_are_one_line_errors(laptop, mistake):
     assert "Traceback" not in result.stderr
     squeue = cluster.run("squeue", "-h", "-o", "%j %Z")
     assert laptop.root.name not in squeue  # nothing was submitted
-
-
-def test_a_dropped_connection_while_following_logs_resumes_where_it_stopped(laptop):
-    long = ["pretrain.train.train_iters=20", "pretrain.scheduler.warmup_iters=1",
-            "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=20",
-            "pretrain.train.eval_interval=20", "pretrain.train.log_interval=1"]
-    submitted = laptop.run("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch",
-                           "cluster", *long)
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = job_ids(laptop)["pretrain"]
-    copies = laptop.home / "jobs" / job_id / "logs"
-
-    follower = laptop.start("jobs", "logs", job_id, "-f")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any(
-            "step" in p.read_text() for p in copies.glob("*.out")):
-        time.sleep(0.5)
-    with laptop.cluster.link_down("login"):  # the network between laptop and login node drops
-        out, err = follower.communicate(timeout=120)
-        (copy,) = copies.glob("*.out")  # the command's log only (not the batch trace)
-        got = copy.read_bytes()
-    assert follower.returncode == 2, out.decode() + err.decode()
-    assert "lost the connection while following job" in err.decode()
-    assert f"nemotron jobs logs {job_id} -f" in err.decode()
-    assert out == got  # it printed exactly what it had fetched
-
-    resumed = laptop.run("jobs", "logs", job_id, "-f")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    final = copy.read_bytes()
-    assert final.startswith(got) and len(final) > len(got)  # resumed at the byte it stopped
-    remote_log = next((laptop.remote / "jobs").rglob(copy.name)).read_bytes()
-    assert final == remote_log
-    assert resumed.stdout.encode() == final

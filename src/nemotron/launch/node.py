@@ -144,9 +144,9 @@ def ray_command() -> list[str] | None:
 
 
 def ray_env() -> dict[str, str]:
-    """The environment of ``ray start``: Ray's raylet gives its Python agents 30 s to come up
-    and then aborts the node; on a busy node, or with Python on a slow shared filesystem, they
-    need longer. A value the job sets itself wins."""
+    """The environment of ``ray start``: a raylet whose Python agents are slow to come up (a
+    busy node, Python on a slow shared filesystem) aborts the node; give them longer. A value
+    the job sets itself wins."""
     env = dict(os.environ)
     env.setdefault("RAY_agent_register_timeout_ms", "180000")
     return env
@@ -242,7 +242,7 @@ def _ray_head(ray: list[str], cmd: list[str], meet: Path, nodes: int, port: int)
         head.wait_started()
         (meet / "address").write_text(address)
         say(f"ray head started at {address}; waiting for {nodes - 1} worker node(s)")
-        _wait_for(lambda: len(list(meet.glob("worker-*"))) >= nodes - 1, JOIN_TIMEOUT,
+        _wait_for(lambda: _joined(meet, nodes), JOIN_TIMEOUT,
                   f"{nodes - 1} ray worker node(s) to join")
         say(f"ray cluster of {nodes} node(s) ready; running the stage with RAY_ADDRESS={address}")
         child = subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": address})
@@ -255,6 +255,15 @@ def _ray_head(ray: list[str], cmd: list[str], meet: Path, nodes: int, port: int)
         head.stop()
         say("ray cluster stopped")
     return code
+
+
+def _joined(meet: Path, nodes: int) -> bool:
+    """Every worker node joined (``joined-<rank>``); a worker that failed to start
+    (``failed-<rank>``) ends the wait with its reason."""
+    failed = sorted(meet.glob("failed-*"))
+    if failed:
+        raise RuntimeError(f"ray worker {failed[0].read_text().strip()}")
+    return len(list(meet.glob("joined-*"))) >= nodes - 1
 
 
 def _interrupt(signum, _frame):
@@ -275,11 +284,12 @@ def _ray_worker(ray: list[str], meet: Path, rank: int) -> int:
                           f"--dashboard-agent-listen-port={port + 3}"],
                          meet / f"worker-{rank}.log")
         worker.wait_started()
-        (meet / f"worker-{rank}").write_text(socket.gethostname())
+        (meet / f"joined-{rank}").write_text(socket.gethostname())
         _wait_for(lambda: (meet / "done").exists(), float("inf"), "the stage to end")
         return 0
     except RuntimeError as exc:
         say(f"ray worker {rank}: {exc}")
+        (meet / f"failed-{rank}").write_text(f"{socket.gethostname()}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 0
