@@ -22,8 +22,8 @@ from tests.slurm.test_slurm_cli import (
 
 pytestmark = pytest.mark.slurm
 
-STEPS = ["train.train_iters=6", "scheduler.warmup_iters=1", "scheduler.decay_iters=1",
-         "checkpoint.save_interval=2", "train.eval_interval=6"]  # fmt: skip
+STEPS = ["train.train_iters=4", "scheduler.warmup_iters=1", "scheduler.decay_iters=1",
+         "checkpoint.save_interval=2", "train.eval_interval=4"]  # fmt: skip
 
 
 def node_lists(cluster, slurm_id: str) -> dict[str, str]:
@@ -119,7 +119,9 @@ def test_pipe_stages_on_two_nodes_and_a_node_failure_mid_job(
     used, that node dies after pretrain's first checkpoint, Slurm requeues pretrain on the
     other node, and it resumes from the checkpoint; the lineage has one completed model."""
     slurm_env.write_text(PROFILE)
-    steps = [f"pretrain.{s}" for s in STEPS]
+    # Steps enough after the first checkpoint that the node dies while pretrain still runs.
+    steps = [f"pretrain.{s}" for s in STEPS] + ["pretrain.train.train_iters=8",
+                                                 "pretrain.train.eval_interval=8"]
     submitted = cli("nano3", "pipe", "-c", "tiny", "--to", "pretrain", "--batch", "local-slurm",
                     *steps)
     assert submitted.exit_code == 0, submitted.output

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slurm
 
 # Enough steps, each logged, that following the log outlasts a dropped connection.
 LOGGED_STEPS = [
-    "pretrain.train.train_iters=16", "pretrain.scheduler.warmup_iters=1",
-    "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=16",
-    "pretrain.train.eval_interval=16", "pretrain.train.log_interval=1",
+    "pretrain.train.train_iters=10", "pretrain.scheduler.warmup_iters=1",
+    "pretrain.scheduler.decay_iters=1", "pretrain.checkpoint.save_interval=10",
+    "pretrain.train.eval_interval=10", "pretrain.train.log_interval=1",
 ]  # fmt: skip
 
 
