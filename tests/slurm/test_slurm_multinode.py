@@ -88,20 +88,15 @@ def test_ray_head_and_worker_on_two_nodes_run_a_task_on_each(tmp_path, slurm_clu
     assert "ray task hosts node1 node2" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs data parallelism in the local backend (issue 14 item 2, branch ddp): until "
-    "then rank 1 trains on its own into the same .partial folder and fails when rank 0 "
-    "commits it; remove this mark when DDP lands",
-)
 def test_two_node_pretrain_under_torchrun(cli, slurm_env, home):  # noqa: F811
     prep = cli("nano3", "data", "prep", "pretrain", "-c", "tiny", "--run", "local-slurm")
     assert prep.exit_code == 0, prep.output
     run = cli("nano3", "pretrain", "-c", "tiny", "--run", "local-slurm", "run.env.nodes=2",
-              *STEPS)
+              "train.micro_batch_size=4", *STEPS)  # the global batch of 8 splits over 2 ranks
     assert run.exit_code == 0, run.output
     assert "torchrun on node1: node 0 of 2 node(s) x 1 process(es)" in run.stdout
     assert "torchrun on node2: node 1 of 2 node(s) x 1 process(es)" in run.stdout
+    assert "2 data-parallel ranks" in run.stdout  # one DDP run over both nodes (gloo)
     record = records_by_stage(home)["pretrain"]
     from nemotron.lineage import Store
 
