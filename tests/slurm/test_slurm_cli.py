@@ -348,7 +348,8 @@ def test_data_prep_over_two_slurm_tasks_writes_what_a_local_run_writes(
     assert local.exit_code == 0, local.output
 
     def shards(root):
-        (folder,) = (root / "artifacts" / "nano3-pretrain-data-tiny").iterdir()
+        artifacts = root / "artifacts" / "nano3-pretrain-data-tiny"
+        (folder,) = [p for p in artifacts.iterdir() if p.is_dir()]  # not its .lock
         return {str(p.relative_to(folder)): p.read_bytes()
                 for p in sorted((folder / "data").rglob("*")) if p.is_file()}
 

@@ -37,7 +37,8 @@ def node_list(cluster, slurm_id: str) -> str:
 
 
 def shards(root: Path) -> dict[str, bytes]:
-    (folder,) = (root / "artifacts" / "nano3-pretrain-data-tiny").iterdir()
+    artifacts = root / "artifacts" / "nano3-pretrain-data-tiny"
+    (folder,) = [p for p in artifacts.iterdir() if p.is_dir()]  # not its .lock
     return {str(p.relative_to(folder)): p.read_bytes()
             for p in sorted((folder / "data").rglob("*")) if p.is_file()}
 
