@@ -47,7 +47,7 @@ import json, sys, time
 mark = {"start": time.time()}
 argv, out = sys.argv[1:-1], sys.argv[-1]
 import nemotron.launch.nemorun as nemorun
-import nemotron.launch.slurm as slurm
+import nemotron.launch.slurm.submission as slurm
 real_import, real_submit = nemorun.import_nemo_run, slurm.submit
 
 def timed_import():

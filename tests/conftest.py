@@ -1,9 +1,11 @@
 """Shared pytest setup: the ``slurm`` marker and the session-wide local Slurm cluster.
 
-Tests marked ``slurm`` run against a real one-node cluster (``nemotron.testing.slurm``):
+Tests marked ``slurm`` run against a real two-node cluster with an SSH login node
+(``nemotron.testing.slurm``):
 
 - a cluster already running in ``$NEMOTRON_SLURM_DIR`` (default ``<tmp>/nemotron-slurm``, e.g.
-  started with ``scripts/slurm-cluster up``) is used and left running;
+  started with ``scripts/slurm-cluster up --nodes 2 --login``) is used and left running (one
+  started with one node is restarted with two);
 - otherwise, with ``CI=true`` or ``NEMOTRON_SLURM_TESTS=1``, one is started there (installing the
   Debian packages when missing, as root) and stopped after the session; if it cannot start, the
   tests fail;
@@ -41,7 +43,7 @@ def slurm_cluster():
     if not slurm_required() and not cluster_running(folder):
         pytest.skip(f"no local Slurm cluster; to run the slurm tests, {ENABLE_HINT}")
     try:
-        cluster = start_cluster(folder)
+        cluster = start_cluster(folder, nodes=2, login=True)
     except ClusterError as exc:
         pytest.fail(f"the local Slurm cluster could not start: {exc}", pytrace=False)
     saved = {key: os.environ.get(key) for key in cluster.env}

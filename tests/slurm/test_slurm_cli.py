@@ -348,7 +348,8 @@ def test_data_prep_over_two_slurm_tasks_writes_what_a_local_run_writes(
     assert local.exit_code == 0, local.output
 
     def shards(root):
-        (folder,) = (root / "artifacts" / "nano3-pretrain-data-tiny").iterdir()
+        artifacts = root / "artifacts" / "nano3-pretrain-data-tiny"
+        (folder,) = [p for p in artifacts.iterdir() if p.is_dir()]  # not its .lock
         return {str(p.relative_to(folder)): p.read_bytes()
                 for p in sorted((folder / "data").rglob("*")) if p.is_file()}
 
@@ -417,8 +418,10 @@ def test_ray_cluster_in_a_job_starts_runs_and_stops(tmp_path, slurm_cluster):
     probe = ("import os, ray; ray.init(logging_level='ERROR'); "
              "print('address', os.environ['RAY_ADDRESS'], 'nodes', len(ray.nodes())); "
              "raise SystemExit(3)")
-    executor = slurm_executor({"account": ACCOUNT, "partition": PARTITION, "time": "00:05:00"},
-                              tmp_path)
+    from nemotron.profiles import Profile
+
+    profile = Profile(executor="slurm", account=ACCOUNT, partition=PARTITION, time="00:05:00")
+    executor = slurm_executor(profile, tmp_path)
     (job,) = submit([SlurmTask("ray", [sys.executable, "-m", "nemotron.launch.node", "ray", "--",
                                        sys.executable, "-c", probe], executor)],
                     home=tmp_path, title="ray")
@@ -426,7 +429,8 @@ def test_ray_cluster_in_a_job_starts_runs_and_stops(tmp_path, slurm_cluster):
     log = Path(job_logs(load_record(job.record))[0]).read_text()
     assert (final.state, final.exit_code) == ("FAILED", 3), log  # the stage's own exit code
     port = 26000 + int(job.job_id) % 1000
-    assert f"address 127.0.0.1:{port} nodes 1" in log
+    nodes = [slurm_cluster.addresses[node] for node in slurm_cluster.nodes]
+    assert any(f"address {ip}:{port} nodes 1" in log for ip in nodes), log  # the node's own
     assert "ray cluster stopped" in log
     leftover = subprocess.run(["pgrep", "-f", f"gcs_server_port={port}"], capture_output=True)
     assert leftover.returncode == 1, "Ray's GCS is still running after the job"

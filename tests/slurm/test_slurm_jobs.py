@@ -25,6 +25,7 @@ from nemotron.launch.slurm import (
     usable_dependencies,
     wait_for_job,
 )
+from nemotron.profiles import Profile
 
 pytestmark = pytest.mark.slurm
 
@@ -48,7 +49,7 @@ def poll_until(predicate, timeout=30, what="condition"):
 
 
 def test_exit_codes_states_and_logs(home, local_profile):
-    executor = slurm_executor(local_profile, home)
+    executor = slurm_executor(Profile(**local_profile), home)
     ok, bad = submit(
         [
             SlurmTask("ok", [sys.executable, "-m", "platform"], executor),
@@ -73,8 +74,8 @@ def test_exit_codes_states_and_logs(home, local_profile):
 def test_refused_sbatch_is_a_user_error_and_cancels_what_was_submitted(
     home, local_profile, slurm_cluster
 ):
-    good = slurm_executor(local_profile, home)
-    bad = slurm_executor({**local_profile, "account": "no-such-account"}, home)
+    good = slurm_executor(Profile(**local_profile), home)
+    bad = slurm_executor(Profile(**{**local_profile, "account": "no-such-account"}), home)
     with pytest.raises(UserError) as caught:
         submit(
             [
@@ -98,7 +99,7 @@ def test_dry_run_script_is_exactly_the_submitted_one(home, local_profile):
         "cpus_per_task": 1,
         "mem": "100M",
     }
-    executor = slurm_executor(profile, home)
+    executor = slurm_executor(Profile(**profile), home)
     experiment_id = new_experiment_id("dryrun")
     command = ["bash", "-c", 'echo "$GREETING $FROM_SETUP"']
     rendered = sbatch_script(executor, command, name="greet", experiment_id=experiment_id)
@@ -118,7 +119,7 @@ def test_dry_run_script_is_exactly_the_submitted_one(home, local_profile):
 def test_cancel_with_our_helper_and_through_nemo_run(home, local_profile):
     from nemotron.launch.nemorun import import_nemo_run
 
-    executor = slurm_executor(local_profile, home)
+    executor = slurm_executor(Profile(**local_profile), home)
     ours, theirs = submit(
         [
             SlurmTask("ours", ["sleep", "300"], executor),
@@ -149,7 +150,7 @@ def test_cancel_with_our_helper_and_through_nemo_run(home, local_profile):
 
 
 def test_dependent_of_failed_job_waits_until_our_helper_cancels_it(home, local_profile):
-    executor = slurm_executor({**local_profile, "kill_on_invalid_dep": False}, home)
+    executor = slurm_executor(Profile(**{**local_profile, "kill_on_invalid_dep": False}), home)
     upstream, downstream = submit(
         [
             SlurmTask("upstream", ["bash", "-c", "exit 1"], executor),
@@ -179,8 +180,8 @@ def test_dependent_of_failed_job_waits_until_our_helper_cancels_it(home, local_p
 
 
 def test_kill_on_invalid_dep_by_default_and_afterany(home, local_profile):
-    strict = slurm_executor(local_profile, home)
-    lenient = slurm_executor({**local_profile, "dependency_type": "afterany"}, home)
+    strict = slurm_executor(Profile(**local_profile), home)
+    lenient = slurm_executor(Profile(**{**local_profile, "dependency_type": "afterany"}), home)
     upstream, after_ok, after_any = submit(
         [
             SlurmTask("upstream", ["bash", "-c", "exit 2"], strict),
@@ -201,7 +202,7 @@ def test_kill_on_invalid_dep_by_default_and_afterany(home, local_profile):
 
 
 def test_only_live_upstream_jobs_become_dependencies(home, local_profile):
-    executor = slurm_executor(local_profile, home)
+    executor = slurm_executor(Profile(**local_profile), home)
     running, done, failed = submit(
         [
             SlurmTask("running", ["sleep", "300"], executor),
@@ -225,7 +226,7 @@ def test_only_live_upstream_jobs_become_dependencies(home, local_profile):
 
 
 def test_status_survives_the_scheduler_forgetting_the_job(home, local_profile, slurm_cluster):
-    executor = slurm_executor(local_profile, home)
+    executor = slurm_executor(Profile(**local_profile), home)
     (job,) = submit([SlurmTask("quick", ["true"], executor)], home=home, title="forget")
     assert finish(job).state == "COMPLETED"
 
@@ -254,8 +255,11 @@ def test_cluster_is_up_and_start_is_idempotent(slurm_cluster):
         [str(script), "status", str(slurm_cluster.dir)], capture_output=True, text=True
     )
     assert status.returncode == 0, status.stderr
-    assert "slurmctld  running" in status.stdout
-    again = start_cluster(slurm_cluster.dir)
+    lines = status.stdout.splitlines()
+    for daemon in ("slurmctld", *(f"slurmd-{node}" for node in slurm_cluster.nodes)):
+        assert any(line.split()[:2] == [daemon, "running"] for line in lines), status.stdout
+    again = start_cluster(slurm_cluster.dir)  # as it runs: same nodes, same login node
     assert again.started is False
+    assert (again.nodes, again.login) == (slurm_cluster.nodes, slurm_cluster.login)
     assert again.env["SLURM_CONF"] == str(slurm_cluster.conf)
     assert "debug" in slurm_cluster.run("sinfo", "-h", "-o", "%P")

@@ -11,13 +11,14 @@ from nemotron.launch.slurm import (
     submit_command,
     task_paths,
 )
+from nemotron.profiles import Profile
 
 EXP_ID = "nano3-pretrain_20260101-000000-abcd"
 COMMAND = ["python", "-m", "nemotron.stages.pretrain", "--job", "/shared/job dir/job.yaml"]
 
 
 def render(profile, home, command=COMMAND, name="pretrain"):
-    executor = slurm_executor(profile, home)
+    executor = slurm_executor(Profile(**profile), home)
     return sbatch_script(executor, command, name=name, experiment_id=EXP_ID)
 
 
@@ -46,7 +47,7 @@ def test_with_image_pyxis_flags_mount_the_task_folder(home, local_profile):
     profile = {
         **local_profile,
         "container_image": "nvcr.io/nvidia/nemo:25.11.nemotron_3_nano",
-        "container_mounts": ["/data:/data", "/lustre:/lustre:ro"],
+        "mounts": ["/data:/data", "/lustre:/lustre:ro"],
     }
     line = srun_line(render(profile, home))
     assert "--container-image nvcr.io/nvidia/nemo:25.11.nemotron_3_nano" in line
@@ -104,7 +105,7 @@ def test_ssh_tunnel_uses_the_remote_job_dir(home, local_profile):
         **local_profile, "tunnel": "ssh", "host": "login.example.com", "user": "me",
         "job_dir": "/lustre/me/jobs",
     }  # fmt: skip
-    executor = slurm_executor(profile, home)
+    executor = slurm_executor(Profile(**profile), home)
     script = sbatch_script(executor, COMMAND, name="pretrain", experiment_id=EXP_ID)
     remote = f"/lustre/me/jobs/nano3-pretrain/{EXP_ID}"
     assert f"--output={remote}/pretrain/sbatch_nemotron.pretrain_%j.out" in script
@@ -114,7 +115,7 @@ def test_ssh_tunnel_uses_the_remote_job_dir(home, local_profile):
 
 
 def test_rendering_writes_nothing_and_leaves_the_executor_alone(home, local_profile):
-    executor = slurm_executor(local_profile, home)
+    executor = slurm_executor(Profile(**local_profile), home)
     before = (executor.job_dir, executor.tunnel.job_dir, executor.job_details.folder)
     first = sbatch_script(executor, COMMAND, name="pretrain", experiment_id=EXP_ID)
     second = sbatch_script(executor, COMMAND, name="pretrain", experiment_id=EXP_ID)
@@ -124,7 +125,7 @@ def test_rendering_writes_nothing_and_leaves_the_executor_alone(home, local_prof
 
 
 def test_submit_command_carries_the_dependency(home, local_profile):
-    executor = slurm_executor({**local_profile, "dependency_type": "afterany"}, home)
+    executor = slurm_executor(Profile(**{**local_profile, "dependency_type": "afterany"}), home)
     assert submit_command(executor, "/x/sft_sbatch.sh", ["41", "42"]) == [
         "sbatch", "--requeue", "--parsable", "--dependency=afterany:41:42", "/x/sft_sbatch.sh",
     ]  # fmt: skip
@@ -132,19 +133,43 @@ def test_submit_command_carries_the_dependency(home, local_profile):
 
 
 @pytest.mark.parametrize(
-    ("change", "message", "hint"),
+    ("lines", "message", "hint"),
     [
-        ({"partiton": "batch"}, "unknown Slurm profile key 'partiton'", "partition"),
-        ({"account": None}, "needs an account", "account"),
-        ({"dependency_type": "afternotok"}, "dependency_type must be one of", "afterany"),
-        ({"nodes": 0}, "nodes must be a positive integer", None),
-        ({"tunnel": "ssh", "host": "login"}, "needs host and job_dir", "job_dir"),
-        ({"mounts": ["/data"]}, "must be SRC:DST", None),
+        ('partiton = "batch"', "unknown key 'partiton'", "partition"),
+        ('dependency_type = "afternotok"', "dependency_type", None),
+        ("nodes = 0", "nodes", None),
+        ('mounts = ["/data"]', "must be SRC:DST", None),
     ],
 )
-def test_profile_mistakes_are_user_errors(home, local_profile, change, message, hint):
+def test_profile_mistakes_are_caught_once_when_env_toml_is_read(tmp_path, lines, message, hint):
+    from nemotron.profiles import load_env
+
+    env = tmp_path / "env.toml"
+    env.write_text(f'[c]\nexecutor = "slurm"\naccount = "a"\n{lines}\n')
     with pytest.raises(UserError) as caught:
-        slurm_executor({**local_profile, **change}, home)
+        load_env(str(env))
     assert message in caught.value.message
     if hint:
         assert hint in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "hint"),
+    [
+        ({"account": None}, "needs an account", "account"),
+        ({"tunnel": "ssh", "host": "login"}, "needs job_dir", "job_dir"),
+    ],
+)
+def test_what_only_slurm_needs_is_checked_by_the_executor(home, local_profile, change, message,
+                                                          hint):
+    with pytest.raises(UserError) as caught:
+        slurm_executor(Profile(**{**local_profile, **change}), home)
+    assert message in caught.value.message
+    assert hint in caught.value.hint
+
+
+def test_the_executor_takes_the_profile_defaults(home):
+    """One default per key: the profile schema's (time was 01:00:00 here, 04:00:00 there)."""
+    profile = Profile(executor="slurm", account="a")
+    script = render(profile.model_dump(), home)
+    assert f"#SBATCH --time={Profile.model_fields['time'].default}" in script

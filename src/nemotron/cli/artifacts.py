@@ -88,7 +88,6 @@ def list_(
     db: DbOption = None,
 ) -> None:
     """List artifacts, newest version of each name first."""
-    from rich.table import Table
 
     from nemotron.lineage.graph import age
     from nemotron.lineage.kinds import headline
@@ -101,18 +100,17 @@ def list_(
         console.print(f"no artifacts in {where}" + (" matching the filters" if family or kind
                                                      else ""))
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("artifact", no_wrap=True)
-    table.add_column("kind", style="magenta", no_wrap=True)
-    table.add_column("summary")
-    table.add_column("made", style="dim", no_wrap=True)
-    if include_all:
-        table.add_column("status", no_wrap=True)
+    from nemotron.cli.tables import new_table
+
+    labels = []
     for artifact in artifacts:
         aliases = [a for a in artifact.aliases if a != "latest"]
         label = f"[bold]{artifact.name}[/]:[cyan]{_version(artifact)}[/]"
-        if aliases:
-            label += f" [dim]({', '.join(aliases)})[/]"
+        labels.append(label + (f" [dim]({', '.join(aliases)})[/]" if aliases else ""))
+    columns = ["artifact", "kind", "summary", "made", *(["status"] if include_all else [])]
+    table = new_table(columns, {"artifact": labels}, box=None, header_style="bold",
+                      pad_edge=False)
+    for label, artifact in zip(labels, artifacts, strict=True):
         row = [
             label,
             str(artifact.kind),

@@ -95,17 +95,18 @@ def jobs_list(
       nemotron jobs list
       nemotron jobs list --pipe nano3-pipe-tiny-20261121-101500-ab12
     """
-    from rich.table import Table
-
     from nemotron.cli.console import make_console
+    from nemotron.cli.tables import new_table
     from nemotron.launch.records import list_records
 
-    records = [r for r in list_records(_home(env_file)) if not pipe or r.pipe == pipe][:limit]
-    table = Table(show_edge=False)
-    for col in ("job", "stage", "config", "executor", "state", "scheduler id", "created"):
-        table.add_column(col)
+    records = [_refresh(r) for r in list_records(_home(env_file))
+               if not pipe or r.pipe == pipe][:limit]
+    table = new_table(
+        ["job", "stage", "config", "executor", "state", "scheduler id", "created"],
+        {"job": [r.id for r in records], "scheduler id": [r.scheduler_id or "-" for r in records]},
+        show_edge=False,
+    )
     for r in records:
-        r = _refresh(r)
         color = _COLORS.get(r.state, "white")
         table.add_row(r.id, r.stage, r.config, r.profile, f"[{color}]{r.state}[/]",
                       r.scheduler_id or "-", r.created)
@@ -184,6 +185,17 @@ def jobs_logs(
     from nemotron.launch.records import TERMINAL
 
     record = _get(ident, env_file)
+    if record.executor == "slurm":
+        from nemotron.launch.slurm import is_remote, stream_remote_log
+
+        if is_remote(record):
+            def write(data: bytes) -> None:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+
+            if not stream_remote_log(record, write, follow=follow):
+                raise UserError(f"job {record.id} has no log yet ({record.state})")
+            return
     path = _log_file(record)
     while (path is None or not path.exists()) and follow and record.state not in TERMINAL:
         time.sleep(0.5)  # -f on a queued job: wait for it to start writing

@@ -122,17 +122,17 @@ def sbatch_for(plan: Plan) -> str | None:
 
 
 def print_pipe(console, plans: list[Plan]) -> None:
-    from rich.table import Table
 
-    table = Table(title="pipe", title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("#", "stage", "config", "decision", "inputs", "output"):
-        table.add_column(col)
-    for i, plan in enumerate(plans, 1):
+    from nemotron.cli.tables import new_table
+
+    outputs = [f"{out.name}@{out.identity[:12]}" for p in plans for out in p.outputs.values()]
+    table = new_table(["#", "stage", "config", "decision", "inputs", "output"],
+                      {"output": outputs}, title="pipe", title_justify="left", show_edge=False,
+                      pad_edge=False)  # fmt: skip
+    for i, (plan, output) in enumerate(zip(plans, outputs, strict=True), 1):
         ins = ", ".join(f"{k}={v.name or v.ref}:{v.version or '?'}" for k, v in plan.inputs.items())
-        (out,) = plan.outputs.values()
         decision = "run" if plan.decision == "run" else "skip"
-        table.add_row(str(i), plan.stage.name, plan.config_name, decision, ins,
-                      f"{out.name}@{out.identity[:12]}")
+        table.add_row(str(i), plan.stage.name, plan.config_name, decision, ins, output)
     console.print(table)
     for plan in plans:
         console.print()

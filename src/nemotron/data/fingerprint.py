@@ -8,6 +8,7 @@ the config text is unchanged. Standard library only (the CLI imports it).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -49,10 +50,17 @@ def file_identity(path: Path, base: Path | None = None) -> dict[str, Any]:
     return ident
 
 
-def source_identities(source: Any) -> list[dict[str, Any]]:
-    """Identities of every file a source reads (HF sources: name, revision and pattern)."""
+def source_identities(source: Any, remote: bool = False) -> list[dict[str, Any]]:
+    """Identities of every file a source reads (HF sources: name, revision and pattern).
+
+    ``remote``: the stage runs on another machine (over SSH). An absolute path this machine
+    does not have names a file there; it is identified by the path alone (its content is only
+    read on the cluster), and a missing file fails the job there."""
     if source.hf is not None:
         return [{"hf": source.hf, "revision": source.revision, "files": source.hf_files}]
+    local = os.path.expanduser(source.path)
+    if remote and os.path.isabs(local) and not glob.glob(local):
+        return [{"path": source.path, "read": "on the target"}]
     files = expand_files(source.path, source.format, f"source {source.name!r}")
     base = files[0][0].parent if len(files) == 1 else _common_dir([f for f, _ in files])
     return [file_identity(f, base) for f, _ in files]
@@ -102,14 +110,15 @@ def _has_own_template(path: Path) -> bool:
     return False
 
 
-def fingerprint(cfg: Any) -> str:
-    """sha256 over the inputs' content identities for a prep config (model or ``data:`` dict)."""
+def fingerprint(cfg: Any, remote: bool = False) -> str:
+    """sha256 over the inputs' content identities for a prep config (model or ``data:`` dict);
+    ``remote``: see ``source_identities``."""
     if isinstance(cfg, dict):
         from nemotron.config.prep import prep_config
 
         cfg = prep_config(cfg)
     parts: dict[str, Any] = {"format": FORMAT_VERSION, "kind": cfg.kind}
-    parts["sources"] = {s.name: source_identities(s) for s in cfg.sources}
+    parts["sources"] = {s.name: source_identities(s, remote) for s in cfg.sources}
     tokenizer = getattr(cfg, "tokenizer", None)
     if tokenizer is not None:
         parts["tokenizer"] = tokenizer_identity(tokenizer)

@@ -121,7 +121,9 @@ def run_torchrun(cmd: list[str], nproc: int) -> int:
         os.execvp(cmd[0], cmd)
     argv = torchrun_argv(cmd, nproc, nodes)
     os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads(nproc)))
-    say(f"torchrun: {nodes} node(s) x {nproc} process(es)")
+    where = "" if nodes == 1 else f", rendezvous at {head_address()}:{port_for_job(29500)}"
+    say(f"torchrun on {socket.gethostname()}: node {node_rank()} of {nodes} node(s) x {nproc} "
+        f"process(es){where}")
     os.execv(argv[0], argv)
     return 1  # not reached
 
@@ -141,6 +143,15 @@ def ray_command() -> list[str] | None:
     return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
+def ray_env() -> dict[str, str]:
+    """The environment of ``ray start``: a raylet whose Python agents are slow to come up (a
+    busy node, Python on a slow shared filesystem) aborts the node; give them longer. A value
+    the job sets itself wins."""
+    env = dict(os.environ)
+    env.setdefault("RAY_agent_register_timeout_ms", "180000")
+    return env
+
+
 class RayNode:
     """``ray start --block`` as a child process, so it can be stopped by its own pid (SIGTERM
     makes it drain and stop every Ray process it started)."""
@@ -148,7 +159,7 @@ class RayNode:
     def __init__(self, argv: list[str], log: Path):
         self.log = log
         self.handle = open(log, "ab")
-        self.proc = subprocess.Popen([*argv, "--block"], stdout=self.handle,
+        self.proc = subprocess.Popen([*argv, "--block"], stdout=self.handle, env=ray_env(),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_started(self, timeout: float = 300) -> None:
@@ -231,7 +242,7 @@ def _ray_head(ray: list[str], cmd: list[str], meet: Path, nodes: int, port: int)
         head.wait_started()
         (meet / "address").write_text(address)
         say(f"ray head started at {address}; waiting for {nodes - 1} worker node(s)")
-        _wait_for(lambda: len(list(meet.glob("worker-*"))) >= nodes - 1, JOIN_TIMEOUT,
+        _wait_for(lambda: _joined(meet, nodes), JOIN_TIMEOUT,
                   f"{nodes - 1} ray worker node(s) to join")
         say(f"ray cluster of {nodes} node(s) ready; running the stage with RAY_ADDRESS={address}")
         child = subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": address})
@@ -244,6 +255,15 @@ def _ray_head(ray: list[str], cmd: list[str], meet: Path, nodes: int, port: int)
         head.stop()
         say("ray cluster stopped")
     return code
+
+
+def _joined(meet: Path, nodes: int) -> bool:
+    """Every worker node joined (``joined-<rank>``); a worker that failed to start
+    (``failed-<rank>``) ends the wait with its reason."""
+    failed = sorted(meet.glob("failed-*"))
+    if failed:
+        raise RuntimeError(f"ray worker {failed[0].read_text().strip()}")
+    return len(list(meet.glob("joined-*"))) >= nodes - 1
 
 
 def _interrupt(signum, _frame):
@@ -264,11 +284,12 @@ def _ray_worker(ray: list[str], meet: Path, rank: int) -> int:
                           f"--dashboard-agent-listen-port={port + 3}"],
                          meet / f"worker-{rank}.log")
         worker.wait_started()
-        (meet / f"worker-{rank}").write_text(socket.gethostname())
+        (meet / f"joined-{rank}").write_text(socket.gethostname())
         _wait_for(lambda: (meet / "done").exists(), float("inf"), "the stage to end")
         return 0
     except RuntimeError as exc:
         say(f"ray worker {rank}: {exc}")
+        (meet / f"failed-{rank}").write_text(f"{socket.gethostname()}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 0

@@ -321,7 +321,7 @@ def build_plan(
     profile = planner.profile_for(profile_name, cfg)
     inputs = planner.resolve_inputs(cfg, recipe.name, require=require_inputs)
     cfg = planner.decode(recipe, interpolate(recipe.merged, planner.artifact_field(inputs)))
-    outputs = planner.outputs(cfg, recipe.name, inputs)
+    outputs = planner.outputs(cfg, recipe.name, inputs, remote=profile.tunnel == "ssh")
     plan = Plan(
         family=family, stage=stage, config_name=recipe.name, config_file=recipe.path,
         config=cfg, config_dict=cfg.model_dump(mode="json", exclude_none=False),
@@ -414,12 +414,14 @@ class _Planner:
 
         return resolve
 
-    def outputs(self, cfg: StageConfig, config_name: str,
-                inputs: dict[str, ResolvedInput]) -> dict[str, PlannedOutput]:
+    def outputs(self, cfg: StageConfig, config_name: str, inputs: dict[str, ResolvedInput],
+                remote: bool = False) -> dict[str, PlannedOutput]:
+        """``remote``: the stage runs on another machine (SSH), whose files this one may not
+        have (see ``nemotron.data.fingerprint``)."""
         ident = output_identity(
             family=self.family.name, stage=self.stage.name, config=output_projection(cfg),
             inputs={slot: inp.identity_part() for slot, inp in inputs.items()},
-            fingerprint=planning.fingerprint(cfg, self.stage.entry),
+            fingerprint=planning.fingerprint(cfg, self.stage.entry, remote=remote),
         )
         outputs = {}
         for slot in self.stage.outputs:

@@ -12,7 +12,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The one table of job states. Ours (what `nemotron jobs` shows; ORPHANED: a local stage still
+# running after the attached CLI that ran it died) ...
+STATES = ("PENDING", "RUNNING", "ORPHANED", "SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT",
+          "SKIPPED")  # fmt: skip
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED", "TIMEOUT"}
+BAD_ENDS = {"FAILED", "CANCELLED", "TIMEOUT"}  # a job waiting for one of these never runs
+# ... and each of Slurm's job states as one of ours.
+SLURM_STATES = {
+    "PENDING": "PENDING", "REQUEUED": "PENDING", "REQUEUE_HOLD": "PENDING",
+    "REQUEUE_FED": "PENDING", "RESV_DEL_HOLD": "PENDING", "CONFIGURING": "RUNNING",
+    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "SUSPENDED": "RUNNING", "STOPPED": "RUNNING",
+    "SIGNALING": "RUNNING", "STAGE_OUT": "RUNNING", "RESIZING": "RUNNING",
+    "COMPLETED": "SUCCEEDED", "FAILED": "FAILED", "NODE_FAIL": "FAILED", "BOOT_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED", "SPECIAL_EXIT": "FAILED", "CANCELLED": "CANCELLED",
+    "PREEMPTED": "CANCELLED", "REVOKED": "CANCELLED", "TIMEOUT": "TIMEOUT", "DEADLINE": "TIMEOUT",
+}  # fmt: skip
+SLURM_TERMINAL = {name for name, ours in SLURM_STATES.items() if ours in TERMINAL}
 
 
 @dataclass
@@ -24,7 +40,7 @@ class JobRecord:
     executor: str
     profile: str
     job_dir: str
-    state: str = "PENDING"  # PENDING RUNNING ORPHANED SUCCEEDED FAILED CANCELLED SKIPPED
+    state: str = "PENDING"  # one of STATES
     exit_code: int | None = None
     reason: str | None = None
     created: str = field(default_factory=lambda: _now())

@@ -30,13 +30,15 @@ def describe(cfg, entry: str, stage: str) -> list[str]:
     return list(fn(cfg, entry, stage)) if fn else []
 
 
-def fingerprint(cfg, entry: str) -> str | None:
+def fingerprint(cfg, entry: str, remote: bool = False) -> str | None:
+    """``remote``: the stage runs on another machine (SSH), whose source files this one may
+    not have; prep identifies those by path."""
     if entry == "prep":
         try:
             from nemotron.data import fingerprint as prep_fingerprint
         except ImportError:
             return None
-        return prep_fingerprint(cfg.data)
+        return prep_fingerprint(cfg.data, remote=remote)
     module = _backend(cfg.run.backend)
     fn = getattr(module, "fingerprint", None)
     return fn(cfg, entry) if fn else None

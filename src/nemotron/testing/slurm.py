@@ -1,4 +1,4 @@
-"""A throwaway one-node Slurm cluster (with accounting) that lives entirely in one folder.
+"""A throwaway Slurm cluster (with accounting) of 1 or 2 nodes that lives in one folder.
 
 Used by the ``slurm_cluster`` pytest fixture and by ``scripts/slurm-cluster``. Standard library
 only, so the script runs with the system Python before any venv exists.
@@ -12,6 +12,17 @@ Layout under the cluster folder ``DIR``::
     db/                 a private MariaDB datadir (the accounting database)
     state/ spool/       slurmctld state, slurmd spool
     log/                one log per daemon
+    etc/hosts           the cluster's host names (bind-mounted over /etc/hosts on its hosts)
+    ssh/                the login node's host key and the one key it accepts
+    cluster-fs/         the cluster's own files (job_dir, artifacts of the SSH tests)
+    laptop/             files only the laptop side sees (hidden on every cluster host): its
+                        key (id_ed25519), its ~/.ssh, its own view of cluster-fs/
+
+The network: a bridge in this machine's namespace holds the controller's address (``.1`` of a
+private /24 derived from ``DIR``, checked free); every slurmd (``node1``, ``node2``) and the
+login node's sshd (``login``) run in their own network, UTS and mount namespace with their own
+address and hostname, and no route anywhere else. ``down`` deletes the namespaces and the
+bridge, also after a crash.
 
 Facts this relies on (probed on Debian 12, Slurm 22.05): slurmd/slurmctld run as root with
 proctrack/linuxproc, task/none, no cgroups; ``slurmd -N localhost``; slurmdbd reads
@@ -23,9 +34,11 @@ controller state and the accounting database must be wiped together (job ids res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -34,20 +47,28 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "slurmdbd", "munge", "mariadb-server")
+PACKAGES = (
+    "slurmctld", "slurmd", "slurm-client", "slurmdbd", "munge", "mariadb-server",
+    "openssh-server", "openssh-client", "rsync", "iproute2",
+)  # fmt: skip
 BINARIES = (
     "slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "sacctmgr", "scontrol", "squeue",
-    "munged", "mariadbd", "mariadb-install-db", "mariadb",
+    "munged", "mariadbd", "mariadb-install-db", "mariadb", "sshd", "ssh", "ssh-keygen", "rsync",
+    "ip", "unshare",
 )  # fmt: skip
-# Stopped in this order (dependents first); started in the reverse order.
-DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")
+# Stopped in this order (dependents first); started in the reverse order. The slurmd of every
+# node has its own pid file (slurmd-<node>.pid).
+DAEMONS = ("sshd", "slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")
 CLUSTER_NAME = "nemotron"
 ACCOUNT = "nemotron"
 PARTITION = "debug"
-NODE = "localhost"
+CONTROLLER = "localhost"  # Slurm accepts this name for the controller on any host
+LOGIN = "login"
+MAX_NODES = 2
 ENABLE_HINT = (
     "run `NEMOTRON_SLURM_TESTS=1 uv run pytest -m slurm` as root (installs Slurm when missing), "
     "or first `scripts/slurm-cluster up`"
@@ -74,6 +95,88 @@ class Cluster:
     partition: str = PARTITION
     ports: dict[str, int] = field(default_factory=dict)
     started: bool = True  # False when this object found the cluster already running
+    nodes: list[str] = field(default_factory=lambda: ["node1"])
+    login: bool = False  # an sshd as the login node (``login_host``)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Every host of the cluster by name: ``ctl`` (this machine), ``login``, the nodes."""
+        return _addresses(self.dir, len(self.nodes))
+
+    @property
+    def login_host(self) -> str:
+        return self.addresses[LOGIN]
+
+    @property
+    def ssh_key(self) -> Path:
+        """The laptop's private key (in its own folder), the only one the login node accepts."""
+        return self.dir / "laptop" / "id_ed25519"
+
+    @property
+    def cluster_fs(self) -> Path:
+        """The cluster's own files; the laptop side never sees them (see ``as_laptop``)."""
+        return self.dir / "cluster-fs"
+
+    @property
+    def laptop_dir(self) -> Path:
+        """Files only the laptop side sees: hidden (an empty tmpfs) on every cluster host."""
+        return self.dir / "laptop"
+
+    def as_laptop(self, argv: list[str]) -> list[str]:
+        """``argv`` run as the laptop. Its view of ``cluster_fs`` is its own folder
+        (``laptop/cluster-fs``: empty unless the laptop syncs something there), and its
+        ``~/.ssh`` is its own (``laptop/ssh``: known_hosts), so this machine's is never read or
+        written (an empty ``~/.ssh`` is created where there is none, to mount on)."""
+        import pwd
+
+        ssh_dir = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"  # where ssh looks
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        own_ssh, own_view = self.laptop_dir / "ssh", self.laptop_dir / "cluster-fs"
+        for folder in (own_ssh, own_view):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        q = shlex.quote
+        script = (
+            f"mount --bind {q(str(own_view))} {q(str(self.cluster_fs))}"
+            f" && mount --bind {q(str(own_ssh))} {q(str(ssh_dir))} && exec \"$@\""
+        )
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "laptop",
+                *argv]  # fmt: skip
+
+    def on_node(self, node: str, argv: list[str]) -> list[str]:
+        """``argv`` run on cluster host ``node`` (its network, hostname and file tree)."""
+        return ["nsenter", f"--target={self._host_pid(node)}", "--net", "--uts", "--mount", *argv]
+
+    def _host_pid(self, node: str) -> int:
+        pid = daemon_pids(self.dir).get("sshd" if node == LOGIN else f"slurmd-{node}")
+        if not pid:
+            raise ClusterError(f"{node} is not running")
+        return pid
+
+    @contextlib.contextmanager
+    def link_down(self, host: str) -> Iterator[None]:
+        """The network link of cluster host ``host`` is down inside the block (a dropped
+        connection, a node unreachable), and up again after it."""
+        veth = _veth(self.dir, _hosts(self.dir, len(self.nodes)).index(host))
+        _run(["ip", "link", "set", veth, "down"])
+        try:
+            yield
+        finally:
+            _run(["ip", "link", "set", veth, "up"])
+
+    def kill_node(self, node: str) -> None:
+        """The node dies: SIGKILL everything running on it (slurmd, job steps, the job's
+        processes). The controller notices within SlurmdTimeout and requeues its jobs."""
+        netns = _netns(self.dir, node)
+        pids = [int(p) for p in _run(["ip", "netns", "pids", netns], check=False).split()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def start_node(self, node: str) -> None:
+        """Start a node's slurmd again (after ``kill_node``) and wait until it takes jobs."""
+        _start_slurmd(self.dir, node)
+        self.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+        _wait(f"{node} to take jobs", lambda: _node_ready(self.dir, [node]), 60)
 
     @property
     def conf(self) -> Path:
@@ -157,6 +260,32 @@ def _pidfile(d: Path, daemon: str) -> Path:
     return d / "run" / f"{daemon}.pid"
 
 
+def _meta(d: Path) -> dict:
+    try:
+        return json.loads((d / "cluster.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _node_names(count: int) -> list[str]:
+    return [f"node{i}" for i in range(1, count + 1)]
+
+
+def _daemons(d: Path) -> list[tuple[str, str]]:
+    """(key, program) of every daemon of cluster ``d``, dependents first: one slurmd per node."""
+    meta = _meta(d)
+    found = []
+    for name in DAEMONS:
+        if name == "sshd":
+            if meta.get("login"):
+                found.append(("sshd", "sshd"))
+        elif name == "slurmd":
+            found += [(f"slurmd-{node}", "slurmd") for node in _node_names(meta.get("nodes", 1))]
+        else:
+            found.append((name, name))
+    return found
+
+
 def _proc_text(pid: int, name: str) -> str:
     try:
         raw = Path(f"/proc/{pid}/{name}").read_bytes()
@@ -169,7 +298,7 @@ def _belongs(pid: int, d: Path) -> bool:
     """True when process ``pid`` was started for the cluster in ``d`` (argv or SLURM_CONF)."""
     conf = str(d / "etc" / "slurm.conf")
     cmdline = _proc_text(pid, "cmdline") + " "
-    if f"{d}/run/" in cmdline or f"--datadir={d}/db " in cmdline:
+    if f"{d}/run/" in cmdline or f"--datadir={d}/db " in cmdline or f"{d}/etc/" in cmdline:
         return True
     return f"SLURM_CONF={conf} " in _proc_text(pid, "environ") + " "
 
@@ -189,14 +318,15 @@ def _comm(pid: int) -> str:
 def daemon_pids(d: Path) -> dict[str, int | None]:
     """The pid of each daemon of cluster ``d`` that is running, else None."""
     d = Path(d).resolve()
-    found: dict[str, int | None] = {name: None for name in DAEMONS}
-    for name in DAEMONS:
+    found: dict[str, int | None] = {}
+    for key, program in _daemons(d):
+        found[key] = None
         try:
-            pid = int(_pidfile(d, name).read_text().split()[0])
+            pid = int(_pidfile(d, key).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        if _alive(pid) and _comm(pid) == name and _belongs(pid, d):
-            found[name] = pid
+        if _alive(pid) and _comm(pid) == program and _belongs(pid, d):
+            found[key] = pid
     return found
 
 
@@ -313,6 +443,117 @@ def ensure_installed(allow: bool | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the network: a bridge here, one namespace per cluster host
+
+
+def _tag(d: Path) -> str:
+    return f"{zlib.crc32(str(d).encode()):08x}"[:6]
+
+
+def _netns(d: Path, host: str) -> str:
+    return f"nmt{_tag(d)}-{host}"
+
+
+def _bridge(d: Path) -> str:
+    return f"nmt{_tag(d)}br"
+
+
+def _veth(d: Path, index: int) -> str:
+    return f"nmt{_tag(d)}v{index}"  # at most 15 characters, as Linux wants
+
+
+def _subnet(d: Path) -> str:
+    """The cluster's private /24 (``10.213.C``), kept in cluster.json; chosen from ``DIR`` and
+    never one this machine already routes anywhere else."""
+    kept = _meta(d).get("subnet")
+    if kept:
+        return kept
+    routes = _run(["ip", "-4", "route", "show"], check=False)
+    start = zlib.crc32(str(d).encode()) % 250
+    for step in range(250):
+        net = f"10.213.{(start + step) % 250 + 1}"
+        if f"{net}." not in routes:
+            return net
+    raise ClusterError("no free 10.213.x.0/24 subnet for the test cluster")
+
+
+def _addresses(d: Path, nodes: int) -> dict[str, str]:
+    net = _subnet(d)
+    found = {"ctl": f"{net}.1", LOGIN: f"{net}.2"}
+    found.update({node: f"{net}.{10 + i}" for i, node in enumerate(_node_names(nodes), 1)})
+    return found
+
+
+def _hosts(d: Path, nodes: int) -> list[str]:
+    """The hosts that get a namespace: the nodes, then the login node."""
+    return [*_node_names(nodes), LOGIN]
+
+
+def _link_exists(name: str, netns: str | None = None) -> bool:
+    prefix = ["ip", "-n", netns] if netns else ["ip"]
+    return subprocess.run([*prefix, "link", "show", name], capture_output=True).returncode == 0
+
+
+def _net_up(d: Path, nodes: int) -> None:
+    """Create (or complete) the bridge and one namespace per host, each with its address."""
+    addresses = _addresses(d, nodes)
+    bridge = _bridge(d)
+    if not _link_exists(bridge):
+        _run(["ip", "link", "add", bridge, "type", "bridge"])
+    _run(["ip", "addr", "replace", f"{addresses['ctl']}/24", "dev", bridge])
+    _run(["ip", "link", "set", bridge, "up"])
+    existing = _run(["ip", "netns", "list"], check=False)
+    for index, host in enumerate(_hosts(d, nodes)):
+        netns, veth = _netns(d, host), _veth(d, index)
+        if netns not in existing.split():
+            _run(["ip", "netns", "add", netns])
+        if not _link_exists("eth0", netns):
+            _run(["ip", "link", "del", veth], check=False)
+            _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns",
+                  netns])  # fmt: skip
+        _run(["ip", "link", "set", veth, "master", bridge, "up"])
+        _run(["ip", "-n", netns, "addr", "replace", f"{addresses[host]}/24", "dev", "eth0"])
+        _run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+        _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+
+
+def _our_netns(d: Path) -> list[str]:
+    prefix = f"nmt{_tag(d)}-"
+    listing = _run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in listing.splitlines() if line.startswith(prefix)]
+
+
+def _net_down(d: Path) -> None:
+    """Kill whatever still runs in the cluster's namespaces, delete them and the bridge."""
+    for netns in _our_netns(d):
+        pids = [int(p) for p in _run(["ip", "netns", "pids", netns], check=False).split()]
+        _terminate([p for p in pids if p != os.getpid()], timeout=5)
+        _run(["ip", "netns", "del", netns], check=False)
+    if _link_exists(_bridge(d)):
+        _run(["ip", "link", "del", _bridge(d)], check=False)
+
+
+def _in_host(d: Path, host: str, command: str) -> list[str]:
+    """``command`` (shell) as host ``host``: its namespace, hostname, /etc/hosts, the laptop's
+    folder hidden under an empty tmpfs, and ``cluster-fs/readonly`` read-only (a folder a
+    user cannot write, even as root)."""
+    q = shlex.quote
+    readonly = q(str(d / "cluster-fs" / "readonly"))
+    script = (
+        f"hostname {q(host)} && mount --bind {q(str(d / 'etc' / 'hosts'))} /etc/hosts"
+        f" && mount -t tmpfs -o size=1m,mode=755 nemotron-hidden {q(str(d / 'laptop'))}"
+        f" && mount --bind {readonly} {readonly} && mount -o remount,bind,ro {readonly}"
+        f" && exec {command}"
+    )
+    # nsenter, not `ip netns exec`: that one mounts a fresh /sys without /sys/fs/cgroup, which
+    # slurmd needs.
+    return [
+        "nsenter", f"--net=/run/netns/{_netns(d, host)}", "unshare", "--uts", "--mount",
+        "--propagation", "private", "sh", "-c", script,
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
 # configuration
 
 
@@ -361,12 +602,19 @@ def _node_resources() -> tuple[int, int]:
     return cpus, mem_mb
 
 
-def _slurm_conf(d: Path, ports: dict[str, int]) -> str:
+def _slurm_conf(d: Path, ports: dict[str, int], nodes: int) -> str:
     p = _paths(d)
     cpus, mem_mb = _node_resources()
-    return f"""# Generated by nemotron.testing.slurm for a throwaway one-node test cluster.
+    addresses = _addresses(d, nodes)
+    names = _node_names(nodes)
+    node_lines = "\n".join(
+        f"NodeName={n} NodeAddr={addresses[n]} NodeHostname={n} CPUs={cpus} "
+        f"RealMemory={mem_mb} State=UNKNOWN"
+        for n in names
+    )
+    return f"""# Generated by nemotron.testing.slurm for a throwaway {nodes}-node test cluster.
 ClusterName={CLUSTER_NAME}
-SlurmctldHost={NODE}(127.0.0.1)
+SlurmctldHost={CONTROLLER}({addresses["ctl"]})
 SlurmctldPort={ports["slurmctld"]}
 SlurmdPort={ports["slurmd"]}
 SlurmUser=root
@@ -375,11 +623,11 @@ AuthType=auth/munge
 AuthInfo=socket={p["munge_sock"]}
 CredType=cred/munge
 StateSaveLocation={p["state"]}
-SlurmdSpoolDir={p["spool"]}
+SlurmdSpoolDir={p["spool"]}/%n
 SlurmctldPidFile={_pidfile(d, "slurmctld")}
-SlurmdPidFile={_pidfile(d, "slurmd")}
+SlurmdPidFile={p["run"]}/slurmd-%n.pid
 SlurmctldLogFile={p["log"] / "slurmctld.log"}
-SlurmdLogFile={p["log"] / "slurmd.log"}
+SlurmdLogFile={p["log"]}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -391,18 +639,19 @@ ReturnToService=2
 KillWait=2
 InactiveLimit=0
 MinJobAge=5
+SlurmdTimeout=30
 SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=127.0.0.1
+AccountingStorageHost={addresses["ctl"]}
 AccountingStoragePort={ports["slurmdbd"]}
 # The MUNGE socket used to reach slurmdbd (clients default to /run/munge otherwise).
 AccountingStoragePass={p["munge_sock"]}
 AccountingStorageEnforce=associations
-NodeName={NODE} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
-PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName={PARTITION} Nodes={",".join(names)} Default=YES MaxTime=INFINITE State=UP
 """
 
 
@@ -411,8 +660,8 @@ def _slurmdbd_conf(d: Path, ports: dict[str, int], db_password: str) -> str:
     return f"""# Generated by nemotron.testing.slurm; must stay mode 600.
 AuthType=auth/munge
 AuthInfo=socket={p["munge_sock"]}
-DbdHost={NODE}
-DbdAddr=127.0.0.1
+DbdHost={CONTROLLER}
+DbdAddr={_addresses(d, 1)["ctl"]}
 DbdPort={ports["slurmdbd"]}
 SlurmUser=root
 LogFile={p["log"] / "slurmdbd.log"}
@@ -426,6 +675,39 @@ StorageLoc=slurm_acct_db
 """
 
 
+def _sshd_config(d: Path) -> str:
+    ssh = d / "ssh"
+    return f"""# Generated by nemotron.testing.slurm: the test cluster's login node.
+ListenAddress {_addresses(d, 1)[LOGIN]}
+Port 22
+HostKey {ssh / "host_ed25519"}
+PidFile {_pidfile(d, "sshd")}
+AuthorizedKeysFile {ssh / "authorized_keys"}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+PrintMotd no
+# What a login node's /etc/slurm provides: the Slurm clients find the cluster.
+SetEnv SLURM_CONF={d / "etc" / "slurm.conf"}
+Subsystem sftp internal-sftp
+"""
+
+
+def _prepare_ssh(d: Path) -> None:
+    """The login node's host key, and the laptop's key pair (the only one it accepts)."""
+    ssh = d / "ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    for key in (ssh / "host_ed25519", d / "laptop" / "id_ed25519"):
+        if not key.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"nemotron-test-{key.name}",
+                  "-f", str(key)])  # fmt: skip
+    _write(ssh / "authorized_keys", (d / "laptop" / "id_ed25519.pub").read_text(), 0o600)
+    _write(d / "etc" / "sshd_config", _sshd_config(d), 0o600)
+
+
 def _write(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -434,11 +716,14 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _prepare(d: Path) -> dict:
+def _prepare(d: Path, nodes: int, login: bool) -> dict:
     """Create folders, the MUNGE key and the configs; return cluster.json's content."""
     p = _paths(d)
     for key in ("state", "spool", "log", "run", "db"):
         p[key].mkdir(parents=True, exist_ok=True)
+    for folder in ("cluster-fs", "laptop", "cluster-fs/readonly"):
+        (d / folder).mkdir(exist_ok=True)
+        os.chmod(d / folder, 0o755)
     os.chmod(d, 0o755)
     os.chmod(p["run"], 0o755)  # munged wants its socket folder readable and not writable by all
     (d / "munge").mkdir(mode=0o700, exist_ok=True)
@@ -459,8 +744,14 @@ def _prepare(d: Path) -> dict:
     meta.setdefault("db_password", secrets.token_hex(12))
     meta["ports"] = _pick_ports(d, meta.get("ports", {}), daemon_pids(d))
     meta["cluster"] = CLUSTER_NAME
+    meta["subnet"] = _subnet(d)
+    meta["nodes"], meta["login"] = nodes, login
     _write(p["meta"], json.dumps(meta, indent=2) + "\n", 0o600)
-    _write(p["conf"], _slurm_conf(d, meta["ports"]), 0o644)
+    hosts = "".join(f"{addr} {name}\n" for name, addr in _addresses(d, nodes).items())
+    _write(d / "etc" / "hosts", f"127.0.0.1 localhost\n{hosts}", 0o644)
+    _write(p["conf"], _slurm_conf(d, meta["ports"], nodes), 0o644)
+    if login:
+        _prepare_ssh(d)
     _write(p["dbdconf"], _slurmdbd_conf(d, meta["ports"], meta["db_password"]), 0o600)
     return meta
 
@@ -583,63 +874,106 @@ def _ctld_up(d: Path) -> bool:
     return "is UP" in out
 
 
-def _node_state(d: Path) -> str:
-    out = _run(["sinfo", "-h", "-N", "-o", "%T"], env=_client_env(d), check=False, timeout=10)
-    return out.strip().lower()
+def _node_states(d: Path) -> dict[str, str]:
+    out = _run(["sinfo", "-h", "-N", "-o", "%N %T"], env=_client_env(d), check=False, timeout=10)
+    found = {}
+    for line in out.splitlines():
+        if len(line.split()) == 2:
+            name, state = line.split()
+            found[name] = state.lower().rstrip("*~#!%$@^-")
+    return found
 
 
-def _node_ready(d: Path) -> bool:
-    state = _node_state(d).rstrip("*~#!%$@^-")
-    return state in ("idle", "mixed", "allocated", "completing")
+def _node_ready(d: Path, nodes: list[str] | None = None) -> bool:
+    states = _node_states(d)
+    wanted = nodes or _node_names(_meta(d).get("nodes", 1))
+    return all(states.get(n) in ("idle", "mixed", "allocated", "completing") for n in wanted)
 
 
 def _start_slurm_daemon(d: Path, name: str, argv: list[str]) -> None:
     _spawn(argv, d, f"{name}.out", env=_client_env(d))
 
 
-def cluster_running(dir: str | os.PathLike | None = None) -> bool:
-    """True when every daemon of the cluster in ``dir`` runs and its node takes jobs."""
+def _start_slurmd(d: Path, node: str) -> None:
+    _spawn(_in_host(d, node, f"slurmd -N {node}"), d, f"slurmd-{node}.out", env=_client_env(d))
+
+
+def _start_sshd(d: Path) -> None:
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    conf = shlex.quote(str(d / "etc" / "sshd_config"))
+    _spawn(_in_host(d, LOGIN, f"/usr/sbin/sshd -f {conf}"), d, "sshd.out")
+    address = _addresses(d, 1)[LOGIN]
+
+    def listening() -> bool:
+        try:
+            with socket.create_connection((address, 22), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    _wait("sshd (the login node)", listening, 20, d / "log" / "sshd.out")
+
+
+def cluster_running(
+    dir: str | os.PathLike | None = None, *, nodes: int | None = None, login: bool = False
+) -> bool:
+    """True when every daemon of the cluster in ``dir`` runs and its nodes take jobs (with
+    ``nodes``: that many; with ``login``: its login node too)."""
     d = Path(dir or default_dir()).absolute()
     if not (d / "etc" / "slurm.conf").exists():
         return False
     d = d.resolve()
+    meta = _meta(d)
+    if nodes is not None and meta.get("nodes", 1) != nodes or login and not meta.get("login"):
+        return False
     return all(daemon_pids(d).values()) and _ctld_up(d) and _node_ready(d)
 
 
 def start_cluster(
     dir: str | os.PathLike | None = None,
     *,
+    nodes: int | None = None,
+    login: bool = False,
     install: bool | None = None,
     fresh: bool = False,
     _retry: bool = True,
 ) -> Cluster:
-    """Start (or find running) the one-node cluster in ``dir``; idempotent.
+    """Start (or find running) the cluster of ``nodes`` nodes in ``dir``; idempotent.
 
-    Installs the Debian packages when missing and ``install`` (default: root or
-    NEMOTRON_SLURM_INSTALL=1). ``fresh`` wipes controller state and database together. A start
-    that fails on leftovers of a crashed run is retried once from a fresh state.
+    ``nodes`` defaults to what the folder's cluster had, else 1; ``login`` adds an sshd as
+    the login node (kept once added). A cluster running with another node count is stopped
+    and started again from a fresh state. Installs the Debian packages when missing and
+    ``install`` (default: root or NEMOTRON_SLURM_INSTALL=1). ``fresh`` wipes controller state and
+    database together. A start that fails on leftovers of a crashed run is retried once from a
+    fresh state.
     """
     d = Path(dir or default_dir()).absolute()
+    nodes = nodes or _meta(d).get("nodes") or 1
+    if not 1 <= nodes <= MAX_NODES:
+        raise ClusterError(f"the test cluster has 1 to {MAX_NODES} nodes, not {nodes}")
     if os.geteuid() != 0:
         raise ClusterError("the local Slurm test cluster needs root (slurmd runs jobs as root)")
     ensure_installed(install)
     d.mkdir(parents=True, exist_ok=True)
     d = d.resolve()
+    login = login or bool(_meta(d).get("login"))
+    if _meta(d).get("nodes", nodes) != nodes:
+        fresh = True
     if fresh:
         stop_cluster(d)
         _wipe_state(d)
     before = daemon_pids(d)
-    if cluster_running(d):
-        meta = json.loads(_paths(d)["meta"].read_text())
-        return Cluster(dir=d, ports=meta["ports"], started=False)
+    if cluster_running(d, nodes=nodes, login=login):
+        return Cluster(dir=d, ports=_meta(d)["ports"], started=False, nodes=_node_names(nodes),
+                       login=login)  # fmt: skip
     _kill_strays(d, before)
     try:
-        return _start(d)
+        return _start(d, nodes, login)
     except ClusterError:
         if not _retry or fresh:
             raise
         print("slurm-cluster: start failed; wiping state and database, retrying", file=sys.stderr)
-        return start_cluster(d, install=False, fresh=True, _retry=False)
+        return start_cluster(d, nodes=nodes, login=login, install=False, fresh=True, _retry=False)
 
 
 def _kill_strays(d: Path, known: dict[str, int | None]) -> None:
@@ -649,10 +983,11 @@ def _kill_strays(d: Path, known: dict[str, int | None]) -> None:
     _terminate(strays)
 
 
-def _start(d: Path) -> Cluster:
-    meta = _prepare(d)
+def _start(d: Path, nodes: int, login: bool) -> Cluster:
+    meta = _prepare(d, nodes, login)
     ports = meta["ports"]
     p = _paths(d)
+    _net_up(d, nodes)
     pids = daemon_pids(d)
     if not pids["munged"]:
         _start_munged(d)
@@ -665,26 +1000,30 @@ def _start(d: Path) -> Cluster:
     if not pids["slurmctld"]:
         _start_slurm_daemon(d, "slurmctld", ["slurmctld"])
     _wait("slurmctld", lambda: _ctld_up(d), 30, p["log"] / "slurmctld.log")
-    if not pids["slurmd"]:
-        _start_slurm_daemon(d, "slurmd", ["slurmd", "-N", NODE])
-    resumed = False
+    names = _node_names(nodes)
+    for node in names:
+        if not pids[f"slurmd-{node}"]:
+            _start_slurmd(d, node)
+    if login and not pids.get("sshd"):
+        _start_sshd(d)
+    resumed: set[str] = set()
 
-    def node_ready() -> bool:
-        nonlocal resumed
-        state = _node_state(d)
-        if not resumed and any(s in state for s in ("drain", "down", "inval", "fail")):
-            _run(
-                ["scontrol", "update", f"nodename={NODE}", "state=resume"],
-                env=_client_env(d), check=False,
-            )  # fmt: skip
-            resumed = True
-        return _node_ready(d)
+    def nodes_ready() -> bool:
+        for node, state in _node_states(d).items():
+            if node not in resumed and any(s in state for s in ("drain", "down", "inval", "fail")):
+                _run(
+                    ["scontrol", "update", f"nodename={node}", "state=resume"],
+                    env=_client_env(d), check=False,
+                )  # fmt: skip
+                resumed.add(node)
+        return _node_ready(d, names)
 
-    _wait("slurmd (node idle)", node_ready, 30, p["log"] / "slurmd.log")
+    _wait(f"slurmd on {', '.join(names)} (nodes idle)", nodes_ready, 30,
+          p["log"] / f"slurmd-{names[-1]}.log")  # fmt: skip
     missing = [name for name, pid in daemon_pids(d).items() if not pid]
     if missing:
         raise ClusterError(f"daemons not running after start: {', '.join(missing)}")
-    return Cluster(dir=d, ports=ports, started=True)
+    return Cluster(dir=d, ports=ports, started=True, nodes=names, login=login)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,7 +1046,7 @@ def stop_cluster(dir: str | os.PathLike | None = None, *, purge: bool = False) -
         return
     d = d.resolve()
     pids = daemon_pids(d)
-    if pids["slurmctld"] and _ctld_up(d):
+    if pids.get("slurmctld") and _ctld_up(d):
         env = _client_env(d)
         jobs = _run(["squeue", "-h", "-o", "%A"], env=env, check=False).split()
         if jobs:
@@ -720,13 +1059,15 @@ def stop_cluster(dir: str | os.PathLike | None = None, *, purge: bool = False) -
                 ).split()
             ):
                 time.sleep(0.2)
-    for name in DAEMONS:
-        if pids[name]:
-            _terminate([pids[name]], timeout=15)
-    # Whatever is left (a crashed run's daemons, step daemons, job processes) by pid.
+    for pid in pids.values():
+        if pid:
+            _terminate([pid], timeout=15)
+    # Whatever is left (a crashed run's daemons, step daemons, job processes, ssh sessions) by
+    # pid, then the namespaces and the bridge.
     _terminate(_stray_pids(d, (*DAEMONS, "slurmscriptd", "slurmstepd")))
     _terminate(_job_processes(d))
-    for name in DAEMONS:
+    _net_down(d)
+    for name in pids:
         _pidfile(d, name).unlink(missing_ok=True)
     if purge:
         shutil.rmtree(d, ignore_errors=True)
@@ -752,10 +1093,13 @@ def _job_processes(d: Path) -> list[int]:
 def _status_text(d: Path) -> tuple[bool, str]:
     pids = daemon_pids(d)
     lines = [f"cluster {d}"]
-    for name in reversed(DAEMONS):
-        lines.append(f"  {name:10} {'running pid ' + str(pids[name]) if pids[name] else 'stopped'}")
+    addresses = _addresses(d, _meta(d).get("nodes", 1)) if _meta(d) else {}
+    for name, pid in reversed(pids.items()):
+        host = name.partition("-")[2] or (LOGIN if name == "sshd" else "ctl")
+        where = f" on {host} ({addresses[host]})" if host in addresses else ""
+        lines.append(f"  {name:13} {'running pid ' + str(pid) if pid else 'stopped'}{where}")
     up = all(pids.values())
-    if pids["slurmctld"]:
+    if pids.get("slurmctld"):
         env = _client_env(d)
         lines.append(_run(["sinfo"], env=env, check=False).rstrip())
         queue = _run(["squeue"], env=env, check=False).rstrip()
@@ -767,9 +1111,10 @@ def _status_text(d: Path) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="slurm-cluster",
-        description="A throwaway one-node Slurm cluster with accounting, entirely under DIR "
-        "(needs root; installs the Debian packages when missing).",
-        epilog="examples:\n  scripts/slurm-cluster up /tmp/slurm && eval "
+        description="A throwaway Slurm cluster of 1 or 2 nodes (each in its own network "
+        "namespace) with accounting and an optional SSH login node, entirely under DIR (needs "
+        "root; installs the Debian packages when missing).",
+        epilog="examples:\n  scripts/slurm-cluster up /tmp/slurm --nodes 2 && eval "
         '"$(scripts/slurm-cluster env /tmp/slurm)" && sinfo\n'
         "  scripts/slurm-cluster down /tmp/slurm --purge",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -780,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         "down": "cancel jobs and stop every daemon",
         "status": "show daemons, sinfo and squeue; exit 0 when up",
         "env": "print shell exports for clients (SLURM_CONF)",
+        "install": "install the Debian packages the cluster needs (when missing)",
     }
     cmds = {name: sub.add_parser(name, help=text) for name, text in helps.items()}
     for cmd in cmds.values():
@@ -788,16 +1134,31 @@ def main(argv: list[str] | None = None) -> int:
         "--fresh", action="store_true", help="wipe controller state and database first"
     )
     cmds["up"].add_argument("--no-install", action="store_true", help="never run apt-get")
+    cmds["up"].add_argument("--nodes", type=int, choices=range(1, MAX_NODES + 1),
+                            help="compute nodes, each with its own address and hostname "
+                            "(default: as before, else 1)")
+    cmds["up"].add_argument("--login", action="store_true",
+                            help="an sshd as the login node (key only; see docs/slurm.md)")
     cmds["down"].add_argument("--purge", action="store_true", help="also delete DIR")
     args = parser.parse_args(argv)
     d = Path(args.dir or default_dir()).absolute()
     try:
         if args.command == "up":
             began = time.monotonic()
-            cluster = start_cluster(d, install=False if args.no_install else None, fresh=args.fresh)
+            cluster = start_cluster(
+                d, nodes=args.nodes, login=args.login, fresh=args.fresh,
+                install=False if args.no_install else None,
+            )  # fmt: skip
             verb = "started" if cluster.started else "already running"
             print(f"slurm cluster {verb} in {time.monotonic() - began:.1f}s: {cluster.dir}")
+            print(f"  nodes: {', '.join(f'{n} ({cluster.addresses[n]})' for n in cluster.nodes)}")
+            if cluster.login:
+                print(f"  login: ssh -i {cluster.ssh_key} root@{cluster.login_host}")
             print(f"  export SLURM_CONF={cluster.conf}")
+        elif args.command == "install":
+            began = time.monotonic()
+            ensure_installed(True)
+            print(f"slurm-cluster: packages present ({time.monotonic() - began:.1f}s)")
         elif args.command == "down":
             stop_cluster(d, purge=args.purge)
             print(f"slurm cluster stopped: {d}")
