@@ -164,10 +164,15 @@ def _rolling(values: list[float], width: int) -> list[float]:
 def eval_rows(table: dict[str, dict[str, dict[str, float]]]
               ) -> list[tuple[str, str, list[tuple[float | None, float | None]]]]:
     """(task, metric, [(value, stderr) per model label]) rows of a label -> task -> metric
-    table (tasks and metrics in the order of the first model)."""
+    table (tasks and metrics in first-seen order)."""
     labels = list(table)
     rows = []
-    for task, metrics in (table[labels[0]] if labels else {}).items():
+    tasks: dict[str, list[str]] = {}  # every model's tasks (a base model may skip some)
+    for results in table.values():
+        for task, metrics in results.items():
+            known = tasks.setdefault(task, [])
+            known.extend(m for m in metrics if m not in known)
+    for task, metrics in tasks.items():
         for metric in metrics:
             if metric.endswith("_stderr"):
                 continue

@@ -108,13 +108,13 @@ def _stage_local(plan: Plan) -> Staged:
 
 def _stage_slurm(plan: Plan) -> Staged:
     """The sbatch script where NeMo-Run would write it, the task folder (logs, code) beside."""
-    from nemotron.launch import slurm as sl
-    from nemotron.launch import slurm_jobs as sj
+    from nemotron.launch.slurm.executor import executor_for, experiment_id, task_name
+    from nemotron.launch.slurm.render import command_for, sbatch_script, task_paths
 
-    executor = sj.executor_for(plan)
-    name, exp_id = sj.task_name(plan), sj.experiment_id(plan)
-    script = sl.sbatch_script(executor, sj.command_for(plan), name=name, experiment_id=exp_id)
-    paths = sl.task_paths(executor, name, exp_id)
+    executor = executor_for(plan)
+    name, exp_id = task_name(plan), experiment_id(plan)
+    script = sbatch_script(executor, command_for(plan), name=name, experiment_id=exp_id)
+    paths = task_paths(executor, name, exp_id)
     Path(paths["task_dir"], "code").mkdir(parents=True, exist_ok=True)
     Path(paths["sbatch"]).write_text(script)
     return Staged(
@@ -217,17 +217,19 @@ def produced(record: JobRecord) -> str | None:
 
 
 def _submit_slurm(record: JobRecord, staged: Staged, say) -> JobRecord:
-    from nemotron.launch import slurm as sl
-    from nemotron.launch.slurm_jobs import SLURM_RECORD, _command_log
+    from nemotron.launch.slurm.executor import SUBMIT_COMMAND
+    from nemotron.launch.slurm.jobs import SLURM_RECORD
+    from nemotron.launch.slurm.state import SlurmRecord, SlurmShell, save_record
+    from nemotron.launch.slurm.submission import _command_log
 
-    argv = [*sl.SUBMIT_COMMAND, str(staged.sbatch)]
+    argv = [*SUBMIT_COMMAND, str(staged.sbatch)]
     try:
-        out = sl.SlurmShell().run(argv)
+        out = SlurmShell().run(argv)
     except UserError as exc:
         raise UserError(f"submitting {record.id} failed: {exc.message}",
                         hint="the job stays staged; fix the profile and stage it again") from None
     job_id = out.strip().split(";")[0]
-    sl.save_record(Path(record.job_dir) / SLURM_RECORD, sl.SlurmRecord(
+    save_record(Path(record.job_dir) / SLURM_RECORD, SlurmRecord(
         job_id=job_id, task=str(staged.task), experiment_id=str(staged.experiment_id),
         sbatch=str(staged.sbatch), task_dir=str(staged.task_dir), job_name=str(staged.job_name),
         submit_command=argv, submitted=_now(), updated=_now(),

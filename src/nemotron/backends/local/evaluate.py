@@ -220,6 +220,10 @@ def _evaluate_model(label: str, model_dir: Path, cfg, manager, device, samples_d
     counts: dict[str, int] = {}
     samples_dir.mkdir(parents=True, exist_ok=True)
     for task in ev.tasks:
+        if task.name in margin_tasks and not chat:
+            print(f"[eval] {label}: {task.name} skipped (a preference margin is scored on "
+                  "chats; this model has no chat template)", flush=True)
+            continue
         if task.name in margin_tasks:
             table[task.name], counts[task.name] = _margin_task(
                 model, tokenizer, margin_tasks[task.name], task.limit,
@@ -296,8 +300,12 @@ def format_table(by_model: dict[str, dict[str, dict[str, float]]]) -> str:
     """Tasks x metrics down, one ``value ± stderr`` column per model."""
     labels = list(by_model)
     rows = [f"{'task':<20} {'metric':<12} " + " ".join(f"{label:>16}" for label in labels)]
-    first = by_model[labels[0]] if labels else {}
-    for task, metrics in first.items():
+    tasks: dict[str, list[str]] = {}  # every model's tasks and metrics, in first-seen order
+    for table in by_model.values():
+        for task, metrics in table.items():
+            known = tasks.setdefault(task, [])
+            known.extend(m for m in metrics if m not in known)
+    for task, metrics in tasks.items():
         for metric in metrics:
             if metric.endswith("_stderr"):
                 continue
