@@ -5,6 +5,7 @@ Through the CLI with `--run`/`--batch` on the `local-slurm` profile, as users ru
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def test_pipe_stages_on_two_nodes_and_a_node_failure_mid_job(
     assert {second} == set(slurm_cluster.nodes) - {first}
     assert prep_node == first != second  # the two stages ran on different nodes
     log = cli("jobs", "logs", pretrain.id).stdout  # the restart's log
-    assert "resumed from checkpoint step_000002" in log
+    # the first checkpoint (step 2) or a later one, if the node died after it was written
+    resumed = re.search(r"resumed from checkpoint step_(\d+)", log)
+    assert resumed and 2 <= int(resumed.group(1)) < 8, log[-3000:]
 
     from nemotron.lineage import Store
 

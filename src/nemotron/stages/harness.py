@@ -54,9 +54,10 @@ def _producer(job: Job, started: str):
     )
 
 
-def _inputs(store, job: Job) -> list:
-    arts = []
-    for ref in job.inputs.values():
+def _inputs(store, job: Job) -> dict:
+    """The job's registered inputs by slot (the slot is the role the lineage records)."""
+    arts = {}
+    for slot, ref in job.inputs.items():
         if ref.name and ref.identity:
             art = store.find(ref.name, identity=ref.identity)
             if art is None:
@@ -65,7 +66,7 @@ def _inputs(store, job: Job) -> list:
                     "artifact any more",
                     hint="was it deleted? re-run its producing stage",
                 )
-            arts.append(art)
+            arts[slot] = art
     return arts
 
 
