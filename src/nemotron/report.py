@@ -167,12 +167,9 @@ def eval_rows(table: dict[str, dict[str, dict[str, float]]]
     table (tasks and metrics in first-seen order)."""
     labels = list(table)
     rows = []
-    tasks: dict[str, list[str]] = {}  # every model's tasks (a base model may skip some)
-    for results in table.values():
-        for task, metrics in results.items():
-            known = tasks.setdefault(task, [])
-            known.extend(m for m in metrics if m not in known)
-    for task, metrics in tasks.items():
+    from nemotron.lineage.kinds import eval_tasks
+
+    for task, metrics in eval_tasks(table).items():
         for metric in metrics:
             if metric.endswith("_stderr"):
                 continue

@@ -160,6 +160,18 @@ def field_names(kind: str) -> list[str]:
 # ---------------------------------------------------------------------------- summaries
 
 
+def eval_tasks(by_model: dict[str, dict[str, dict[str, float]]]) -> dict[str, list[str]]:
+    """Task -> metric names over every model of an eval-results table (label -> task ->
+    metric), in first-seen order: a model may lack a task another has (a base model skips the
+    chat-only ones)."""
+    tasks: dict[str, list[str]] = {}
+    for table in by_model.values():
+        for task, metrics in table.items():
+            known = tasks.setdefault(task, [])
+            known.extend(m for m in metrics if m not in known)
+    return tasks
+
+
 def human(count: float) -> str:
     """1234567 -> '1.2M'."""
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -300,12 +300,9 @@ def format_table(by_model: dict[str, dict[str, dict[str, float]]]) -> str:
     """Tasks x metrics down, one ``value ± stderr`` column per model."""
     labels = list(by_model)
     rows = [f"{'task':<20} {'metric':<12} " + " ".join(f"{label:>16}" for label in labels)]
-    tasks: dict[str, list[str]] = {}  # every model's tasks and metrics, in first-seen order
-    for table in by_model.values():
-        for task, metrics in table.items():
-            known = tasks.setdefault(task, [])
-            known.extend(m for m in metrics if m not in known)
-    for task, metrics in tasks.items():
+    from nemotron.lineage.kinds import eval_tasks
+
+    for task, metrics in eval_tasks(by_model).items():
         for metric in metrics:
             if metric.endswith("_stderr"):
                 continue
