@@ -90,6 +90,12 @@ class TokenizerTrainSpec(_Frozen):
     max_bytes: int = Field(8_000_000, gt=0, description="text fed to the trainer, at most")
     min_frequency: int = Field(2, ge=1)
     special_tokens: list[str] = Field(default_factory=lambda: list(CHAT_SPECIAL_TOKENS))
+    split_numbers: bool = Field(
+        True,
+        description="numbers become tokens of their own (up to 3 digits, no leading space, as "
+        "in Llama 3's tokenizer), so a number is the same token after a space, a newline or "
+        "a brace",
+    )
 
 
 class TokenizerSpec(_Frozen):

@@ -4,7 +4,10 @@
 (deterministically, from fixed seeds) and the tiny tokenizer in configs/tokenizers/tiny-bpe:
 
 - ``pretrain/stories.jsonl``: short templated stories, facts about capitals and numbers;
-- ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words;
+- ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words, questions restated
+  across a few words or lines;
+- ``pretrain/dialogues.jsonl.gz``: arithmetic questions and answers rendered with the chat
+  template (chat-style text in the pretraining blend);
 - ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
   ``tool_calls`` and ``tools`` (a calculator);
 - ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``;
@@ -135,7 +138,7 @@ def fact_problem(fact: tuple[int, str, int]) -> dict[str, Any]:
 
 def arithmetic_problem_from(parts: list[str]) -> dict[str, Any]:
     expression = " ".join(parts)
-    question = f"What is {expression}? Put the final answer in \\boxed{{}}."
+    question = f"Put the final answer in \\boxed{{}}. What is {expression}?"
     return {"expression": expression, "question": question, "answer": _evaluate(parts)}
 
 
@@ -165,20 +168,60 @@ def _fact(rng: random.Random) -> str:
             f"{capital} is the capital city of {country}. Many people visit {capital} every year."
         )
     n = rng.randint(0, 999)
+    if rng.random() < 0.5:  # LaTeX's box, so its tokens are not new to SFT (never around a sum)
+        return f"In LaTeX, \\boxed{{{n}}} draws a box around {n}."
     return f"The number {n} is written as {number_words(n)}. It comes after {n - 1}."
+
+
+# What may stand between a question and its worked answer in the pretraining text, so that the
+# model learns to read the operands back across other tokens (as a chat turn puts them)
+QUESTION_LEADS = ["", "", "Question: ", "Quick sum. ", "Please answer. "]
+ANSWER_GAPS = ["\nAnswer: ", " Let me think.\n", "\n", " Answer: ", " Working: ", "\n\n"]
 
 
 def _math_line(rng: random.Random, facts: list[tuple[int, str, int]]) -> str:
     problem = fact_problem(rng.choice(facts))
     line = f"{problem['expression']} = {problem['answer']}."
     draw = rng.random()
-    if draw < 0.55:
+    if draw < 0.4:
         return line
-    if draw < 0.9:  # a question, then the fact restated: reading operands out of a question
+    if draw < 0.6:  # a question, then the fact restated: reading operands out of a question
         return f"What is {problem['expression']}? {line}"
+    if draw < 0.9:  # the same across a few words or lines
+        lead, gap = rng.choice(QUESTION_LEADS), rng.choice(ANSWER_GAPS)
+        return f"{lead}What is {problem['expression']}?{gap}{line}"
     a, op, b = problem["expression"].split()
     words = f"{number_words(int(a))} {OP_WORDS[op]} {number_words(int(b))}"
+    if rng.random() < 0.5:  # an instruction, as chat questions give them
+        return (f"Put the final answer in words. What is {problem['expression']}? "
+                f"{words} is {number_words(problem['answer'])}.")
     return f"{line} In words: {words} is {number_words(problem['answer'])}."
+
+
+def dialogue_rows(seed: int = 5, count: int = 1500) -> list[dict[str, Any]]:
+    """Arithmetic questions and answers in chat turns, rendered with the shipped chat template
+    (plain text with its special tokens), as chat-style data in a pretraining blend: the base
+    model learns the turn tokens and to read a question back across them. Every fact of the
+    task may appear (the held-out ones too, as in the rest of the pretraining text); the
+    ``\\boxed{}`` answer format and reasoning traces are left to SFT."""
+    from nemotron.data.chat import ChatRenderer
+    from nemotron.data.locate import repo_root
+
+    template = (repo_root() / "configs" / "chat_templates" / "nemotron3.jinja").read_text()
+    renderer = ChatRenderer(template)
+    rng = random.Random(seed)
+    facts = task_facts()
+    rows = []
+    for i in range(count):
+        messages = []
+        if rng.random() < 0.3:
+            messages.append({"role": "system", "content": "You are a concise, helpful assistant."})
+        for _ in range(rng.randint(1, 4)):
+            p = fact_problem(rng.choice(facts))
+            messages += [{"role": "user", "content": f"What is {p['expression']}?"},
+                         {"role": "assistant", "content": f"{p['expression']} = {p['answer']}."}]
+        rows.append({"id": f"dialogue-{i}", "text": renderer.render(messages)})
+    return rows
 
 
 def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 4000) -> dict[str, list[dict]]:
@@ -194,13 +237,13 @@ def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 4000) -> dict[
     for i in range(math):
         lines = [_math_line(rng, facts) for _ in range(rng.randint(4, 12))]
         math_rows.append({"id": f"math-{i}", "text": "\n".join(lines)})
-    return {"stories": story_rows, "math": math_rows}
+    return {"stories": story_rows, "math": math_rows, "dialogues": dialogue_rows()}
 
 
-# the kind of the i-th chat: the task (1) in half of them, so that the short SFT learns to read
-# the operands out of the question; plain arithmetic (0), capitals (2), a calculator tool call (3)
-# and number words (4) in the rest
-CHAT_KINDS = (1, 0, 1, 2, 1, 3, 1, 4, 1, 2)
+# the kind of the i-th chat: the task (1) in 11 of 20, plain arithmetic (0) in 3, so that the
+# short SFT spends its steps on reading the operands out of the question and boxing the result;
+# capitals (2), a calculator tool call (3) and number words (4) in the rest
+CHAT_KINDS = (1, 0, 1, 2, 1, 1, 0, 1, 3, 1, 2, 1, 1, 4, 1, 0, 1, 2, 1, 1)
 
 
 def _chat(rng: random.Random, i: int, facts: list[tuple[int, str, int]]) -> dict[str, Any]:
@@ -213,10 +256,9 @@ def _chat(rng: random.Random, i: int, facts: list[tuple[int, str, int]]) -> dict
             {"role": "assistant", "content": f"{p['expression']} = {p['answer']}."},
         ]
         return {"messages": (system if rng.random() < 0.5 else []) + msgs}
-    if kind == 1:  # the task: the fact in the reasoning (as in pretraining), then \boxed{}
+    if kind == 1:  # the task: the fact as pretraining states it, the result boxed
         p = fact_problem(rng.choice(facts))
-        answer = {"role": "assistant", "content": f"\\boxed{{{p['answer']}}}",
-                  "reasoning_content": f"{p['expression']} = {p['answer']}"}
+        answer = {"role": "assistant", "content": f"{p['expression']} = \\boxed{{{p['answer']}}}"}
         return {"messages": [{"role": "user", "content": p["question"]}, answer]}
     if kind == 2:  # capitals, two user turns, reasoning on both
         (c1, k1), (c2, k2) = rng.sample(CAPITALS, 2)
@@ -338,6 +380,7 @@ def write_tiny_datasets(root: Path, eval_dir: Path | None = None) -> list[Path]:
     files = {
         root / "pretrain" / "stories.jsonl": _jsonl(pre["stories"]),
         root / "pretrain" / "math.jsonl.gz": gzip.compress(_jsonl(pre["math"]), mtime=0),
+        root / "pretrain" / "dialogues.jsonl.gz": gzip.compress(_jsonl(pre["dialogues"]), mtime=0),
         root / "sft" / "chat.jsonl": _jsonl(chat_rows()),
         root / "rl" / "problems.jsonl": _jsonl(rl_rows()),
         root / "dpo" / "tool_pairs.jsonl": _jsonl(tool_preference_rows()),

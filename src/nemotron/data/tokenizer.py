@@ -249,10 +249,15 @@ def train_byte_level_bpe(texts: Iterable[str], train: TokenizerTrainSpec) -> str
 
     Deterministic for the same texts and settings, so every Slurm task can train its own copy.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if train.split_numbers:
+        numbers = pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated")
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([numbers, byte_level])
+    else:
+        tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=train.vocab_size,
