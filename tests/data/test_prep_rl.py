@@ -31,7 +31,7 @@ def test_generated_problems_have_exact_answers(tmp_path):
         assert row["agent_ref"] == {"type": "responses_api_agents", "name": "math_with_judge"}
         (message,) = row["responses_create_params"]["input"]
         assert message == {"role": "user", "content": row["question"]}
-        expression = re.match(r"What is ([-+* 0-9]+)\?", row["question"]).group(1)
+        expression = re.search(r"What is ([-+* 0-9]+)\?", row["question"]).group(1)
         assert re.fullmatch(r"[0-9]+( [-+*] [0-9]+)+", expression)
         assert row["expected_answer"] == str(eval(expression))  # digits and + - * only
         assert row["dataset"] == "arithmetic"
