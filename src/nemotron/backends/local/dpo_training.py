@@ -18,7 +18,6 @@ loss, reward margin and accuracy into ``metrics.jsonl``. TRL checkpoints every
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,6 @@ def _as_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     from nemotron.backends.local import modeling, preference
@@ -79,7 +77,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         tokenizer_dir_of,
     )
     from nemotron.backends.local.metrics import MetricsLog
-    from nemotron.backends.local.trl_args import CHECKPOINTS, resume_point, training_args
+    from nemotron.backends.local.trl_args import fit, save_policy, training_args
 
     dpo, opt = cfg.dpo, cfg.optimizer
     if dpo is None or opt is None:
@@ -155,18 +153,14 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[_Log()],
     )
-    trainer.remove_callback(PrinterCallback)  # our callback prints one line per step
-    last = resume_point(work_dir, metrics, "dpo")
-    print(f"[dpo] {'+'.join(types)} (beta {dpo.beta:g}, reference {dpo.reference}) on "
-          f"{len(train)} pairs from {train_file.name}: {dpo.global_batch_size} pairs per step, "
-          f"{dpo.max_num_steps} steps, device {device}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
-    model = trainer.model
+    model = fit(trainer, work_dir, metrics, "dpo",
+                f"[dpo] {'+'.join(types)} (beta {dpo.beta:g}, reference {dpo.reference}) on "
+                f"{len(train)} pairs from {train_file.name}: {dpo.global_batch_size} pairs "
+                f"per step, {dpo.max_num_steps} steps, device {device}")
     after = preference.summary(preference.margins(model, tokenizer, held_out))
     print(f"[dpo] held-out margin after: {after['margin']:.3f} (chosen likelier on "
           f"{after['pair_accuracy']:.0%}); before: {before['margin']:.3f}", flush=True)
-    modeling.save_hf(model, work_dir, tokenizer_dir=tok_dir)
-    shutil.rmtree(work_dir / CHECKPOINTS, ignore_errors=True)
+    save_policy(model, work_dir, tok_dir)
     values = {**after, **{f"initial_{k}": v for k, v in before.items()}}
     return {
         "format": "hf",

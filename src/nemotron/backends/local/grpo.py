@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from nemotron.backends.local.trl_args import CHECKPOINTS
 from nemotron.errors import UserError
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -117,7 +115,7 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         tokenizer_dir_of,
     )
     from nemotron.backends.local.metrics import MetricsLog
-    from nemotron.backends.local.trl_args import resume_point, training_args
+    from nemotron.backends.local.trl_args import fit, save_policy, training_args
 
     grpo = cfg.grpo
     if grpo is None or cfg.optimizer is None:
@@ -195,19 +193,13 @@ def run(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[_Log()],
     )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # our callback prints one line per step
-    last = resume_point(work_dir, metrics, "rl")
-    print(f"[rl] GRPO on {len(records)} prompts from {train_file.name}: "
-          f"{grpo.num_prompts_per_step} prompts x {grpo.num_generations_per_prompt} generations "
-          f"per step, {grpo.max_num_steps} steps, device {device}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
+    model = fit(trainer, work_dir, metrics, "rl",
+                f"[rl] GRPO on {len(records)} prompts from {train_file.name}: "
+                f"{grpo.num_prompts_per_step} prompts x {grpo.num_generations_per_prompt} "
+                f"generations per step, {grpo.max_num_steps} steps, device {device}")
     if balancer is not None:
         balancer.remove()
-    model = trainer.model
-    modeling.save_hf(model, work_dir, tokenizer_dir=tok_dir)
-    shutil.rmtree(work_dir / CHECKPOINTS, ignore_errors=True)
+    save_policy(model, work_dir, tok_dir)
     rewards = [r["reward"] for r in _train_records(work_dir) if "reward" in r]
     first = sum(rewards[:3]) / len(rewards[:3]) if rewards else None
     final = sum(rewards[-3:]) / len(rewards[-3:]) if rewards else None

@@ -1,5 +1,6 @@
 """What the local TRL stages (GRPO, DPO) share: the ``TrainingArguments`` our optimizer,
-scheduler, checkpoint and run sections give, and resuming from the newest TRL checkpoint."""
+scheduler, checkpoint and run sections give, training with resume from the newest TRL
+checkpoint, and saving the trained policy."""
 
 from __future__ import annotations
 
@@ -49,3 +50,25 @@ def resume_point(work_dir: Path, metrics, label: str) -> str | None:
     else:
         metrics.reset()
     return last
+
+
+def fit(trainer, work_dir: Path, metrics, label: str, banner: str):
+    """Train a TRL trainer with our own one-line-per-step log (TRL's printer removed), resuming
+    from the newest checkpoint in the work folder; the trained model."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    last = resume_point(work_dir, metrics, label)
+    print(banner, flush=True)
+    trainer.train(resume_from_checkpoint=last)
+    return trainer.model
+
+
+def save_policy(model, work_dir: Path, tokenizer_dir: Path) -> None:
+    """The trained model as the stage's HF output; TRL's checkpoints are no longer needed."""
+    import shutil
+
+    from nemotron.backends.local import modeling
+
+    modeling.save_hf(model, work_dir, tokenizer_dir=tokenizer_dir)
+    shutil.rmtree(Path(work_dir) / CHECKPOINTS, ignore_errors=True)
