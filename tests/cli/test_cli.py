@@ -114,7 +114,7 @@ def test_cross_field_rules_say_what_to_change(cli):
     _assert_user_error(res, "2 x parallel.cp")
     res = cli("nano3", "pretrain", "-c", "tiny", "--dry-run", "model.num_layers=9")
     _assert_user_error(res, "num_layers=8")
-    res = cli("nano3", "pretrain", "-c", "tiny", "--dry-run", "scheduler.warmup_iters=200")
+    res = cli("nano3", "pretrain", "-c", "tiny", "--dry-run", "scheduler.warmup_iters=300")
     _assert_user_error(res, "exceed train.train_iters")
 
 

@@ -27,7 +27,7 @@ def test_a_stage_prefixed_pipe_override_is_checked_by_that_stage(cli):
 
 
 def test_pipe_routes_a_section_only_to_the_stages_that_have_it(cli):
-    res = cli("nano3", "pipe", "-c", "tiny", "--dry-run", "train.train_iters=60",
+    res = cli("nano3", "pipe", "-c", "tiny", "--dry-run", "train.train_iters=80",
               "data.pack_size=256")
     assert res.exit_code == 0, res.output
     from nemotron.launch.pipe import split_overrides
@@ -35,9 +35,9 @@ def test_pipe_routes_a_section_only_to_the_stages_that_have_it(cli):
 
     family = get_family("nano3")
     chain = list(family.pipe["tiny"])
-    routed = split_overrides(family, chain, "tiny", ["train.train_iters=60", "run.seed=3",
+    routed = split_overrides(family, chain, "tiny", ["train.train_iters=80", "run.seed=3",
                                                       "data.append_eod=false"])
-    assert [s for s, ovs in routed.items() if "train.train_iters=60" in ovs] == \
+    assert [s for s, ovs in routed.items() if "train.train_iters=80" in ovs] == \
         ["pretrain", "sft"]
     assert all("run.seed=3" in ovs for ovs in routed.values())
     assert [s for s, ovs in routed.items() if "data.append_eod=false" in ovs] == \

@@ -248,7 +248,7 @@ def pipe_examples(family: Family, small: str, cluster: str) -> list[str]:
         lines.append(f"{base} -c {small} --from {chain[len(chain) // 2]} --to {chain[-1]}")
     trainer = next((n for n in chain if family.stages[n].entry == "pretrain"), None)
     if trainer:  # a prefix targets one stage
-        lines.append(f"{base} -c {small} --dry-run {trainer}.train.train_iters=60")
+        lines.append(f"{base} -c {small} --dry-run {trainer}.train.train_iters=80")
     lines.append(f"{base} --batch {cluster}")
     return lines
 
