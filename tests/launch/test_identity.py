@@ -22,7 +22,7 @@ KEEP_PRETRAIN = [
     "parallel.ep=2", "run.container=nvcr.io/x:1",
 ]
 CHANGE_PRETRAIN = [
-    "train.train_iters=61", "optimizer.lr=1e-3", "run.seed=1", "model.hidden_size=64",
+    "train.train_iters=301", "optimizer.lr=1e-3", "run.seed=1", "model.hidden_size=64",
     "scheduler.warmup_iters=5", "data.split=90,5,5", "train.global_batch_size=16",
     "checkpoint.load_optimizer=false", "moe.expert_bias_update=false",
     "optimizer.weight_decay=0.05",
