@@ -265,6 +265,13 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
+def _ctrl_c_delivered() -> None:
+    """In the CLI's child process: SIGINT at its default. A pytest started in the background of
+    a non-interactive shell ignores SIGINT, and a child inherits that, so Ctrl-C would never
+    reach the CLI (as it should not, for a real background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_an_attached_run_cancels_the_job(slurm_env, home, tmp_path):  # noqa: F811
     slurm_env.write_text(PROFILE + 'setup = ["sleep 300"]\n')
     env = {**os.environ, "NEMOTRON_HOME": str(home), "COLUMNS": "200"}
@@ -272,7 +279,7 @@ def test_ctrl_c_on_an_attached_run_cancels_the_job(slurm_env, home, tmp_path):  
         [sys.executable, "-m", "nemotron", "nano3", "data", "prep", "rl", "-c", "tiny", "--run",
          "local-slurm"],
         cwd=tmp_path / "work", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_delivered,
     )  # fmt: skip
     try:
         record = wait_for(lambda: (r := records_by_stage(home).get("prep-rl")) and
@@ -301,7 +308,7 @@ def test_ctrl_c_in_a_terminal_asks_and_can_detach(cli, slurm_env, home, tmp_path
         [sys.executable, "-m", "nemotron", "nano3", "data", "prep", "rl", "-c", "tiny", "--run",
          "local-slurm"],
         cwd=tmp_path / "work", env=env, stdin=terminal_end, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_delivered,
     )  # fmt: skip
     try:
         wait_for(lambda: (r := records_by_stage(home).get("prep-rl")) and r.state == "RUNNING",
