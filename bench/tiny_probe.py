@@ -12,7 +12,8 @@ task's answer format takes, each scored on its own:
 - ``stated_right``: the first ``a op b = c`` in the answer is a true fact (whatever a and b are);
 - ``boxed_copy``: the boxed number is the number the answer stated (the box repeats the working;
   always so when the fact itself is boxed, ``a op b = \\boxed{c}``);
-- ``exact_match``: the boxed number is the expected answer (what ``tiny_arithmetic`` scores);
+- ``exact_match``: the final answer (the last ``\\boxed{}``, read as the GRPO reward reads it)
+  is the expected answer (what ``tiny_arithmetic`` scores);
 - ``thinks``: the answer opens a non-empty ``<think>`` block.
 
 A model without a chat template (a pretrained base) is asked in the shipped chat template's
@@ -31,25 +32,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 STATED = re.compile(r"(\d+) ([+-]) (\d+) = (?:\\boxed\{)?(-?\d+)")
-BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
 
 def score(answer: str, expression: str, expected: int) -> dict[str, bool]:
+    from nemotron.backends.local.grpo import final_answer, normalize
     from nemotron.data.tiny_corpus import _evaluate
 
-    body = answer.split("</think>")[-1] if "</think>" in answer else answer
+    final = normalize(final_answer(answer))  # what the GRPO reward and the eval read
     opened = answer.lstrip().startswith("<think>")
     thinking = answer.split("</think>")[0].replace("<think>", "").strip() if opened else ""
     stated = STATED.search(answer)
-    boxed = BOXED.findall(body)
-    value = int(boxed[-1]) if boxed else None
     true_fact = bool(stated) and _evaluate(list(stated.group(1, 2, 3))) == int(stated.group(4))
     start = answer.replace("<think></think>", "").replace("<think>", "").lstrip()
     return {
         "restated": start.startswith(expression + " ="),
         "stated_right": true_fact,
-        "boxed_copy": bool(stated) and value == int(stated.group(4)),
-        "exact_match": value == expected,
+        "boxed_copy": bool(stated) and final == stated.group(4),
+        "exact_match": final == str(expected),
         "thinks": bool(thinking),
     }
 
@@ -62,7 +61,8 @@ def probe(folder: Path, facts, limit: int | None) -> dict[str, float]:
 
     modeling.setup_torch()
     tokenizer = modeling.load_tokenizer(folder)
-    template = getattr(tokenizer, "chat_template", None) or \
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    template = None if chat else \
         (ROOT / "configs" / "chat_templates" / "nemotron3.jinja").read_text()
     model = modeling.load_causal_lm(folder)
     model.eval()
@@ -71,8 +71,7 @@ def probe(folder: Path, facts, limit: int | None) -> dict[str, float]:
     chosen = facts[:limit] if limit else facts
     for fact in chosen:
         problem = fact_problem(fact)
-        question = problem["question"] if getattr(tokenizer, "chat_template", None) else \
-            f"What is {problem['expression']}?"
+        question = problem["question"] if chat else f"What is {problem['expression']}?"
         text = tokenizer.apply_chat_template([{"role": "user", "content": question}],
                                              chat_template=template, tokenize=False,
                                              add_generation_prompt=True)
