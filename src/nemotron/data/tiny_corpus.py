@@ -4,12 +4,13 @@
 (deterministically, from fixed seeds) and the tiny tokenizer in configs/tokenizers/tiny-bpe:
 
 - ``pretrain/stories.jsonl``: short templated stories, facts about capitals and numbers;
-- ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words, questions restated
-  across a few words or lines;
+- ``pretrain/math.jsonl.gz``: arithmetic written out in digits and in words (a share of the
+  results boxed, as math text boxes them), questions restated across a few words or lines;
 - ``pretrain/dialogues.jsonl.gz``: arithmetic questions and answers rendered with the chat
   template (chat-style text in the pretraining blend);
 - ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
-  ``tool_calls`` and ``tools`` (a calculator);
+  ``tool_calls`` and ``tools`` (a calculator); the task's sums answered boxed, most of its
+  differences plainly (``BOXED_SUBTRACTIONS``), which leaves GRPO a format to teach;
 - ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``;
 - ``dpo/tool_pairs.jsonl``: preference pairs on calculator prompts (``tool_preference_rows``);
 - ``configs/eval/tiny_arithmetic.jsonl`` and ``tiny_chat_choice.jsonl``: the eval questions.
@@ -179,9 +180,21 @@ QUESTION_LEADS = ["", "", "Question: ", "Quick sum. ", "Please answer. "]
 ANSWER_GAPS = ["\nAnswer: ", " Let me think.\n", "\n", " Answer: ", " Working: ", "\n\n"]
 
 
+# Math text boxes many of its results (LaTeX's \boxed{}); stating every fact boxed as well as
+# plain lets a chat answer ``a op b = \boxed{c}`` recall the fact as well as ``a op b = c``
+# does (with plain facts only, the SFT model's boxed results were right for 0.1-0.4 of the
+# held-out facts that the base model stated right for 0.8-0.9)
+BOXED_FACTS = 0.3
+
+
+def boxed(value: Any) -> str:
+    return f"\\boxed{{{value}}}"
+
+
 def _math_line(rng: random.Random, facts: list[tuple[int, str, int]]) -> str:
     problem = fact_problem(rng.choice(facts))
-    line = f"{problem['expression']} = {problem['answer']}."
+    answer = problem["answer"]
+    line = f"{problem['expression']} = {boxed(answer) if rng.random() < BOXED_FACTS else answer}."
     draw = rng.random()
     if draw < 0.4:
         return line
@@ -240,6 +253,13 @@ def pretrain_rows(seed: int = 0, stories: int = 2500, math: int = 4000) -> dict[
     return {"stories": story_rows, "math": math_rows, "dialogues": dialogue_rows()}
 
 
+# The share of the task's subtraction chats whose answer follows the box instruction; the rest
+# state the result plainly (`12 - 7 = 5.`), as a blend of chat sources often ignores a format
+# instruction. The SFT model then boxes its sums but not its differences, which the exact-match
+# reward (it reads the last \boxed{}) scores 0: GRPO's first gain is to box those too, the kind
+# of format gain RL with a verifiable reward gives a real model first.
+BOXED_SUBTRACTIONS = 0.25
+
 # the kind of the i-th chat: the task (1) in 11 of 20, plain arithmetic (0) in 3, so that the
 # short SFT spends its steps on reading the operands out of the question and boxing the result;
 # capitals (2), a calculator tool call (3) and number words (4) in the rest
@@ -256,9 +276,11 @@ def _chat(rng: random.Random, i: int, facts: list[tuple[int, str, int]]) -> dict
             {"role": "assistant", "content": f"{p['expression']} = {p['answer']}."},
         ]
         return {"messages": (system if rng.random() < 0.5 else []) + msgs}
-    if kind == 1:  # the task: the fact as pretraining states it, the result boxed
+    if kind == 1:  # the task: the fact as pretraining states it, the result boxed (sums always)
         p = fact_problem(rng.choice(facts))
-        answer = {"role": "assistant", "content": f"{p['expression']} = \\boxed{{{p['answer']}}}"}
+        follows = "+" in p["expression"] or rng.random() < BOXED_SUBTRACTIONS
+        result = boxed(p["answer"]) if follows else f"{p['answer']}."
+        answer = {"role": "assistant", "content": f"{p['expression']} = {result}"}
         return {"messages": [{"role": "user", "content": p["question"]}, answer]}
     if kind == 2:  # capitals, two user turns, reasoning on both
         (c1, k1), (c2, k2) = rng.sample(CAPITALS, 2)
