@@ -30,7 +30,7 @@ from typing import Any
 from nemotron.errors import UserError
 
 RESULTS = "results.json"
-MODEL_SLOTS = ("base", "sft", "model")  # the table's column order
+MODEL_SLOTS = ("base", "sft", "rl", "model")  # the table's column order
 
 
 def task_yaml_path(name: str, path: str | None) -> Path:
