@@ -11,7 +11,8 @@
 - ``sft/chat.jsonl``: conversations with system/user/assistant/tool roles, ``reasoning_content``,
   ``tool_calls`` and ``tools`` (a calculator); the task's sums answered boxed, most of its
   differences plainly (``BOXED_SUBTRACTIONS``), which leaves GRPO a format to teach;
-- ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``;
+- ``rl/problems.jsonl``: arithmetic prompts with ``question`` / ``expected_answer``, the
+  differences weighted up (``RL_REPEATS``);
 - ``dpo/tool_pairs.jsonl``: preference pairs on calculator prompts (``tool_preference_rows``);
 - ``configs/eval/tiny_arithmetic.jsonl`` and ``tiny_chat_choice.jsonl``: the eval questions.
 
@@ -319,10 +320,17 @@ def chat_rows(seed: int = 1, count: int = 2000) -> list[dict[str, Any]]:
     return [{"id": f"chat-{i}", **_chat(rng, i, facts)} for i in range(count)]
 
 
-def rl_rows(seed: int = 2, repeats: int = 2) -> list[dict[str, Any]]:
-    """Every training fact ``repeats`` times, shuffled (never a held-out one)."""
+# How often each training fact appears among the RL prompts, by operation. The SFT model already
+# boxes its sums; its differences are where the reward is 0 and GRPO has something to teach, so
+# the prompts weigh those four times, as an RL set is curated to the problems its starting model
+# fails (about two thirds of the prompts are differences, against a third of the facts).
+RL_REPEATS = {"+": 1, "-": 4}
+
+
+def rl_rows(seed: int = 2) -> list[dict[str, Any]]:
+    """The training facts (never a held-out one), each ``RL_REPEATS[op]`` times, shuffled."""
     rng = random.Random(seed)
-    facts = train_facts() * repeats
+    facts = [fact for fact in train_facts() for _ in range(RL_REPEATS[fact[1]])]
     rng.shuffle(facts)
     rows = []
     for i, fact in enumerate(facts):
