@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _offline() -> None:
-    """Never touch the HF hub from a stage."""
+def _prepare() -> None:
+    """Every stage: never touch the HF hub, keep the known library notes quiet, and compute
+    reproducibly (the same seed gives the same weights)."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,45 +39,60 @@ def _offline() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    _deterministic()
+
+
+def _deterministic() -> None:
+    """torch's deterministic kernels. Without them two runs of the tiny super3 pretraining
+    (LatentMoE, MTP) on one machine, same seed, gave weights up to 1e-4 apart after 20 steps
+    (nano3's were identical): some CPU kernel sums in the order its threads reach it. With
+    them the weights are identical. ``warn_only``: an op that has no deterministic kernel (on
+    a GPU) warns instead of failing."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def pretrain(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    _offline()
+    _prepare()
     from nemotron.backends.local.pretraining import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
 
 def sft(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    _offline()
+    _prepare()
     from nemotron.backends.local.sft_training import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
 
 def rl(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    _offline()
+    _prepare()
     from nemotron.backends.local.grpo import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
 
 def dpo(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    _offline()
+    _prepare()
     from nemotron.backends.local.dpo_training import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
 
 def eval(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:  # noqa: A001
-    _offline()
+    _prepare()
     from nemotron.backends.local.evaluate import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
 
 
 def model(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
-    _offline()
+    _prepare()
     from nemotron.backends.local.model_ops import run
 
     return run(job, cfg, Path(work_dir), Path(final_dir))
