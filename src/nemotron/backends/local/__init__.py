@@ -47,13 +47,15 @@ def _deterministic() -> None:
     (LatentMoE, MTP) on one machine, same seed, gave weights up to 1e-4 apart after 20 steps
     (nano3's were identical): some CPU kernel sums in the order its threads reach it. With
     them the weights are identical. ``warn_only``: an op that has no deterministic kernel (on
-    a GPU) warns instead of failing."""
+    a GPU) warns instead of failing. Filling new tensors with NaN (the mode's default, to expose
+    reads of uninitialised memory) made super3's GRPO steps about 1 s slower and is left off."""
     import os
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     import torch
 
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def pretrain(job, cfg, work_dir: Path, final_dir: Path) -> dict[str, Any]:
