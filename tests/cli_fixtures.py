@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,3 +78,8 @@ def shipped_configs():
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def weights_digest(folder) -> str:
+    """The SHA-256 of a model artifact's weights file: equal digests, identical weights."""
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()

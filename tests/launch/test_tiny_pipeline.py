@@ -3,11 +3,10 @@
 each) on CPU; the same seed gives the same weights and eval numbers, another seed other
 weights."""
 
-import hashlib
 import json
-from pathlib import Path
 
 from nemotron.lineage import Store
+from tests.cli_fixtures import weights_digest
 
 STAGE_SHORT = {"pretrain": [
     "train.train_iters=24", "scheduler.warmup_iters=4", "scheduler.decay_iters=8",
@@ -82,7 +81,4 @@ def test_tiny_pipe_end_to_end(cli, home):
     assert changed.version == "v1"
     assert weights_digest(changed.path) != weights_digest(arts["nano3-pretrain-model-tiny"].path)
 
-
-def weights_digest(folder) -> str:
-    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
 

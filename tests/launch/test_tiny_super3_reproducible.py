@@ -1,10 +1,9 @@
 """super3's tiny pretraining (LatentMoE, MTP) gives the same weights for the same seed in two
-fresh homes. Its MoE backward summed in thread order until the stages turned on torch's
-deterministic kernels: 20 steps, same seed, same machine, weights up to 1e-4 apart."""
+fresh homes. Before the local stages turned on torch's deterministic kernels it did not (20
+steps, same seed, same machine: weights up to 1e-4 apart); this test failed then."""
 
 from nemotron.lineage import Store
-
-from tests.launch.test_tiny_pipeline import weights_digest
+from tests.cli_fixtures import weights_digest
 
 SHORT = ["pretrain.train.train_iters=8", "pretrain.scheduler.warmup_iters=2",
          "pretrain.scheduler.decay_iters=2", "pretrain.train.eval_interval=8",
